@@ -226,3 +226,33 @@ def test_ema_tracks_parameters_not_buffers():
     assert restored.decay == 0.9
     for k in ema.shadow:
         assert torch.equal(restored.shadow[k], ema.shadow[k])
+
+
+def _sparse_worker(rank: int, world: int, init_file: str, weights, local, grad, ids, out_file: str):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        half = len(ids) // world
+        rows = slice(rank * half, (rank + 1) * half)
+        emb = _embedding(weights, local[rows], grad[rows], ids[rows])
+        SparseSignSGD(emb, lr=0.1, weight_decay=0.3).step()
+        torch.save(emb.weights, f"{out_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sparse_sign_sgd_gathers_across_ranks(tmp_path):
+    """Two gloo ranks, each holding half the batch, must both apply the whole batch's update."""
+    import torch.multiprocessing as mp
+    gen = torch.Generator().manual_seed(3)
+    weights = torch.randn(6, 4, generator=gen)
+    ids = torch.tensor([5, 1, 1, 3], dtype=torch.int32)  # id 1 split across the two ranks
+    local = weights[ids.long()]
+    grad = torch.randn(4, 4, generator=gen)
+    single = _embedding(weights, local, grad, ids)
+    SparseSignSGD(single, lr=0.1, weight_decay=0.3).step()
+
+    out = str(tmp_path / "w")
+    mp.spawn(_sparse_worker, args=(2, str(tmp_path / "init"), weights, local, grad, ids, out), nprocs=2)
+    for rank in range(2):
+        torch.testing.assert_close(torch.load(f"{out}.{rank}", weights_only=True), single.weights, rtol=0, atol=0)
