@@ -1,0 +1,118 @@
+"""Training curves from a run's metrics.jsonl: loss, exact accuracy, halting steps, learning rate.
+
+    python -m train.curves runs/my-run [--out curves.png]
+
+Each line of metrics.jsonl is a JSON object with at least "step". Keys are grouped into four
+panels by name (train/ and eval/ series share a panel); a panel with no data says so.
+Drawn with matplotlib's Agg backend, so no display is needed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+
+from puzzles.errors import UserError, run_cli  # noqa: E402
+
+# panel title -> predicate on a metric key (after the "train/" / "eval/" prefix)
+PANELS = {
+    "loss": lambda k: k.endswith("loss"),
+    "exact accuracy": lambda k: k == "exact_accuracy",
+    "mean halting steps": lambda k: k == "steps",
+    "learning rate": lambda k: k == "lr",
+}
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Rows of a metrics.jsonl file; a bad line raises UserError naming the file and line."""
+    path = Path(path)
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
+            raise UserError(f"{path}:{lineno}: expected a JSON object with a numeric 'step'")
+        rows.append(row)
+    return rows
+
+
+def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """metric key -> (steps, values), keeping only finite numbers."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                xs, ys = out.setdefault(key, ([], []))
+                xs.append(row["step"])
+                ys.append(value)
+    return out
+
+
+def plot_curves(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Write a 2x2 PNG of the four panels; returns its path (written atomically)."""
+    data = series(rows)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), dpi=90)
+    for ax, (name, wanted) in zip(axes.ravel(), PANELS.items()):
+        keys = sorted(k for k in data if wanted(k.split("/")[-1]))
+        for key in keys:
+            xs, ys = data[key]
+            ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, markersize=3, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if keys:
+            ax.legend(fontsize=7)
+            if name == "loss" and all(v > 0 for k in keys for v in data[k][1]):
+                ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="#888")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.curves", description=__doc__.split("\n")[0])
+    parser.add_argument("run", help="run directory holding metrics.jsonl (or the file itself)")
+    parser.add_argument("--out", default=None, help="PNG to write (default RUN/curves.png)")
+    parser.add_argument("--force", action="store_true", help="replace an existing PNG")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    metrics = run if run.is_file() else run / "metrics.jsonl"
+    if not metrics.is_file():
+        raise UserError(f"{metrics}: no such metrics file")
+    out = Path(args.out) if args.out else metrics.parent / "curves.png"
+    if out.exists() and not args.force:
+        raise UserError(f"{out} already exists (pass --force to replace it)")
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: {out.parent} is not a directory")
+    print(plot_curves(read_metrics(metrics), out, title=metrics.parent.name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
