@@ -1,0 +1,109 @@
+"""ModelConfig: the one configuration dataclass shared by every model in `models/`.
+
+Field names follow the reference (HRM / TRM `*_ACTV1Config`) so a reference config dict maps
+over almost unchanged (see `models.reference.config_from_reference`). Everything is validated in
+`__post_init__`; a bad value raises ValueError naming the field.
+
+`halt_rule` and `grad_mode` may be left as None: each model in `models.MODELS` then fills in its
+reference default (HRM: q_halt_vs_continue + one_step; TRM: q_halt + last_cycle).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+POS_ENCODINGS = ("rope", "learned", "none")
+HALT_RULES = ("q_halt", "q_halt_vs_continue")
+GRAD_MODES = ("one_step", "last_cycle", "full")
+FORWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+LOSSES = ("stablemax", "softmax")
+
+
+@dataclass
+class ModelConfig:
+    seq_len: int  # S: tokens per example (81 for 9x9 Sudoku, 900 for ARC)
+    vocab_size: int  # V
+    num_puzzle_identifiers: int = 1  # rows of the puzzle-embedding table
+    puzzle_emb_ndim: int = 0  # width of one puzzle vector; 0 = no puzzle embedding
+    puzzle_emb_len: int = 0  # P, prefix positions; 0 = derive ceil(puzzle_emb_ndim / hidden_size)
+    hidden_size: int = 512  # D
+    num_heads: int = 8
+    expansion: float = 4.0  # SwiGLU width factor (before the reference's 2/3 and rounding to 256)
+    H_cycles: int = 3  # T in the TRM paper (outer cycles)
+    L_cycles: int = 6  # n in the TRM paper (latent updates per cycle)
+    H_layers: int = 4  # blocks of HRM's H net (unused by TRM / transformer)
+    L_layers: int = 2  # blocks of the L net (TRM's only net; the transformer baseline's stack)
+    pos_encodings: str = "rope"  # 'rope' | 'learned' | 'none'
+    mlp_t: bool = False  # TRM-MLP: replace attention by an MLP over positions (needs fixed P + S)
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    halt_max_steps: int = 16  # N_sup: supervision (ACT) steps at most
+    halt_exploration_prob: float = 0.1
+    halt_rule: str | None = None  # 'q_halt' | 'q_halt_vs_continue'; None = model default
+    grad_mode: str | None = None  # 'one_step' | 'last_cycle' | 'full'; None = model default
+    forward_dtype: str = "bfloat16"  # compute dtype; weights always stay float32
+    loss: str = "stablemax"  # 'stablemax' | 'softmax' cross-entropy
+    eval_adaptive: bool = False  # apply the halting rule in eval too (else run halt_max_steps)
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> ValueError:
+            return ValueError(f"ModelConfig.{field}={getattr(self, field)!r}: {why}")
+
+        for field in ("seq_len", "vocab_size", "hidden_size", "num_heads", "H_cycles", "L_cycles",
+                      "L_layers", "halt_max_steps"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(field, "must be a positive integer")
+        for field in ("num_puzzle_identifiers", "puzzle_emb_ndim", "puzzle_emb_len", "H_layers"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(field, "must be a non-negative integer")
+        if self.hidden_size % self.num_heads:
+            raise bad("hidden_size", f"must be divisible by num_heads={self.num_heads}")
+        if self.pos_encodings not in POS_ENCODINGS:
+            raise bad("pos_encodings", f"must be one of {POS_ENCODINGS}")
+        if self.pos_encodings == "rope" and self.head_dim % 2:
+            raise bad("num_heads", f"RoPE needs an even head dim, got {self.head_dim}")
+        if self.mlp_t and self.pos_encodings == "rope":
+            raise bad("pos_encodings", "mlp_t has no attention, so RoPE would be silently unused; "
+                                       "use 'none' (the paper's TRM-MLP) or 'learned'")
+        if self.halt_rule is not None and self.halt_rule not in HALT_RULES:
+            raise bad("halt_rule", f"must be one of {HALT_RULES} (or None for the model default)")
+        if self.grad_mode is not None and self.grad_mode not in GRAD_MODES:
+            raise bad("grad_mode", f"must be one of {GRAD_MODES} (or None for the model default)")
+        if self.forward_dtype not in FORWARD_DTYPES:
+            raise bad("forward_dtype", f"must be one of {tuple(FORWARD_DTYPES)}")
+        if self.loss not in LOSSES:
+            raise bad("loss", f"must be one of {LOSSES}")
+        if not self.expansion > 0:
+            raise bad("expansion", "must be positive")
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise bad("halt_exploration_prob", "must be a probability in [0, 1]")
+        if not self.rms_norm_eps > 0:
+            raise bad("rms_norm_eps", "must be positive")
+        if self.puzzle_emb_ndim > 0 and self.num_puzzle_identifiers < 1:
+            raise bad("num_puzzle_identifiers", "must be >= 1 when puzzle_emb_ndim > 0")
+        if self.puzzle_emb_len and self.puzzle_emb_len * self.hidden_size < self.puzzle_emb_ndim:
+            raise bad("puzzle_emb_len", f"{self.puzzle_emb_len} prefix positions x hidden_size "
+                                        f"{self.hidden_size} cannot hold puzzle_emb_ndim={self.puzzle_emb_ndim}")
+
+    # Derived sizes -------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def prefix_len(self) -> int:
+        """P: puzzle-embedding prefix positions (explicit puzzle_emb_len, else ceil(ndim / D))."""
+        return self.puzzle_emb_len or math.ceil(self.puzzle_emb_ndim / self.hidden_size)
+
+    @property
+    def total_len(self) -> int:
+        """P + S: positions the recursion sees (also the width of TRM-MLP's token mixer)."""
+        return self.prefix_len + self.seq_len
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return FORWARD_DTYPES[self.forward_dtype]

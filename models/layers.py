@@ -1,0 +1,172 @@
+"""Building blocks shared by every recursion core: casted linear/embedding layers, RMSNorm,
+SwiGLU, RoPE, attention, the post-norm transformer block (attention or TRM-MLP token mixer)
+and the reasoning module `net(h, injection)`.
+
+Numerics follow the reference (fixture README section 4): weights are float32 parameters cast
+to the activation dtype at use, norms have no gain and run in float32, the block is post-norm.
+Module and parameter names match the reference so its state dicts map over by prefix only.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> torch.Tensor:
+    """Fill `tensor` with a normal truncated to [lower, upper] *standard deviations*, rescaled so
+    the truncated distribution's actual std equals `std` (JAX's truncated LeCun normal)."""
+    with torch.no_grad():
+        if std == 0:
+            return tensor.zero_()
+        # Inverse-CDF sampling of the standard normal restricted to [lower, upper].
+        cdf_lo = math.erf(lower / math.sqrt(2))
+        cdf_hi = math.erf(upper / math.sqrt(2))
+        mass = (cdf_hi - cdf_lo) / 2
+        pdf_lo = math.exp(-0.5 * lower ** 2) / math.sqrt(2 * math.pi)
+        pdf_hi = math.exp(-0.5 * upper ** 2) / math.sqrt(2 * math.pi)
+        # Variance of the truncated standard normal; divide it out so the result has std `std`.
+        var = 1 - (upper * pdf_hi - lower * pdf_lo) / mass - ((pdf_hi - pdf_lo) / mass) ** 2
+        scale = std / math.sqrt(var)
+        tensor.uniform_(cdf_lo, cdf_hi).erfinv_().mul_(math.sqrt(2) * scale)
+        return tensor.clamp_(lower * scale, upper * scale)
+
+
+class CastedLinear(nn.Module):
+    """y = x W^T (+ b) with float32 W cast to x's dtype. Init: truncated LeCun normal, std 1/sqrt(in)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(out_features, in_features), std=in_features ** -0.5))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+class CastedEmbedding(nn.Module):
+    """Embedding table kept in float32, looked up and cast to `dtype`."""
+
+    def __init__(self, num_embeddings: int, dim: int, init_std: float, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+        self.embedding_weight = nn.Parameter(trunc_normal_(torch.empty(num_embeddings, dim), std=init_std))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.embedding_weight.to(self.dtype))
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last axis without a gain, computed in float32, returned in x's dtype."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def swiglu_width(n: int, expansion: float) -> int:
+    """The reference's intermediate width: round(expansion * n * 2/3) up to a multiple of 256."""
+    return 256 * math.ceil(round(expansion * n * 2 / 3) / 256)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate) * up); gate is the first half of the fused gate_up projection."""
+
+    def __init__(self, n: int, expansion: float):
+        super().__init__()
+        width = swiglu_width(n, expansion)
+        self.gate_up_proj = CastedLinear(n, 2 * width)
+        self.down_proj = CastedLinear(width, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables (T, head_dim) for split-halves RoPE; positions 0..T-1 include the prefix."""
+
+    def __init__(self, head_dim: int, max_len: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        # Not persistent: recomputed on construction, so checkpoints stay free of derived tables.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos, self.sin
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, T, H, d) -> x*cos + rot(x)*sin with rot([x1, x2]) = [-x2, x1], in float32."""
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x32 * cos[:, None, :] + rotated * sin[:, None, :]).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with a fused QKV projection and no mask."""
+
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size)
+        self.o_proj = CastedLinear(hidden_size, hidden_size)
+
+    def forward(self, h: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        qkv = rearrange(self.qkv_proj(h), "b t (three n d) -> three b t n d", three=3, n=self.num_heads)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if cos_sin is not None:
+            q, k = apply_rope(q, *cos_sin), apply_rope(k, *cos_sin)
+        q, k, v = (rearrange(t, "b t n d -> b n t d") for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(d), no mask, not causal
+        return self.o_proj(rearrange(out, "b n t d -> b t (n d)"))
+
+
+class Block(nn.Module):
+    """Post-norm block: h = norm(h + mix(h)); h = norm(h + SwiGLU(h)).
+
+    mix is attention, or with `mlp_t` a SwiGLU over the position axis (weights shared across
+    channels, normalised over positions), which fixes the sequence length to `total_len`.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, expansion: float, eps: float,
+                 mlp_t: bool = False, total_len: int = 0):
+        super().__init__()
+        self.eps = eps
+        if mlp_t:
+            self.mlp_t = SwiGLU(total_len, expansion)
+        else:
+            self.self_attn = Attention(hidden_size, num_heads)
+        self.mlp = SwiGLU(hidden_size, expansion)
+
+    def forward(self, h: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if hasattr(self, "mlp_t"):
+            ht = rearrange(h, "b t c -> b c t")
+            h = rearrange(rms_norm(ht + self.mlp_t(ht), self.eps), "b c t -> b t c")
+        else:
+            h = rms_norm(h + self.self_attn(h, cos_sin), self.eps)
+        return rms_norm(h + self.mlp(h), self.eps)
+
+
+class ReasoningModule(nn.Module):
+    """net(h, injection): add the injection once, then run the blocks in order."""
+
+    def __init__(self, num_layers: int, config) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            Block(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
+                  mlp_t=config.mlp_t, total_len=config.total_len)
+            for _ in range(num_layers))
+
+    def forward(self, h: torch.Tensor, injection: torch.Tensor,
+                cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        h = h + injection
+        for layer in self.layers:
+            h = layer(h, cos_sin)
+        return h

@@ -1,0 +1,64 @@
+"""Model registry: name -> constructor taking a ModelConfig and returning the halting wrapper.
+
+    from models import MODELS, ModelConfig
+    model = MODELS["trm"](ModelConfig(seq_len=81, vocab_size=11, forward_dtype="float32"))
+
+Each constructor fills the config fields left as None (`halt_rule`, `grad_mode`) with its
+core's reference default and stores the resolved config as `model.config`:
+    hrm         HRM core, q_halt_vs_continue, one_step
+    trm         TRM core, q_halt, last_cycle (attention, or the token MLP if mlp_t=True)
+    trm-mlp     TRM with mlp_t=True; pos_encodings 'rope' becomes 'none' (the paper's setting)
+    transformer non-recursive baseline (models/transformer.py), q_halt
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from torch import nn
+
+from .config import ModelConfig
+from .halting import HaltingModel
+from .hrm import HRMCore
+from .transformer import TransformerCore
+from .trm import TRMCore
+
+
+def _resolve(config: ModelConfig, core_cls: type[nn.Module], **overrides) -> ModelConfig:
+    return dataclasses.replace(
+        config,
+        halt_rule=config.halt_rule or core_cls.default_halt_rule,
+        grad_mode=config.grad_mode or core_cls.default_grad_mode,
+        **overrides)
+
+
+def build_hrm(config: ModelConfig) -> HaltingModel:
+    return HaltingModel(_resolve(config, HRMCore), HRMCore)
+
+
+def build_trm(config: ModelConfig) -> HaltingModel:
+    return HaltingModel(_resolve(config, TRMCore), TRMCore)
+
+
+def build_trm_mlp(config: ModelConfig) -> HaltingModel:
+    pos = "none" if config.pos_encodings == "rope" else config.pos_encodings
+    return HaltingModel(_resolve(config, TRMCore, mlp_t=True, pos_encodings=pos), TRMCore)
+
+
+def build_transformer(config: ModelConfig) -> HaltingModel:
+    return HaltingModel(_resolve(config, TransformerCore), TransformerCore)
+
+
+MODELS: dict[str, Callable[[ModelConfig], HaltingModel]] = {
+    "hrm": build_hrm,
+    "trm": build_trm,
+    "trm-mlp": build_trm_mlp,
+    "transformer": build_transformer,
+}
+
+
+def build_model(name: str, config: ModelConfig) -> HaltingModel:
+    """MODELS[name](config) with a clear error for an unknown name."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name](config)
