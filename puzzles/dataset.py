@@ -116,12 +116,13 @@ def check_output(out: str | os.PathLike, force: bool) -> Path:
     if out.exists() and not force:
         raise PuzzleError(f"{out} exists; pass --force to overwrite")
     parent = out.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PuzzleError(f"{out}: cannot create parent directory {parent}: {err.strerror}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PuzzleError(f"{out}: parent directory {parent} is not writable")
+    existing = parent
+    while not existing.exists():  # missing parents are created later, by write_dataset
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PuzzleError(f"{out}: cannot create parent directory {parent}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PuzzleError(f"{out}: parent directory {existing} is not writable")
     return out
 
 
@@ -185,6 +186,7 @@ def write_dataset(out: str | os.PathLike, identifiers: list[str], splits: dict[s
     out = check_output(out, force)
     if not identifiers or identifiers[0] != "<blank>":
         raise ValueError("identifiers must start with '<blank>' (identifier id 0)")
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
     try:
         (tmp / "identifiers.json").write_text(json.dumps(list(identifiers)))
