@@ -1,0 +1,300 @@
+"""Sudoku of any box shape: solve, count solutions, rate, generate, check, augment, read, encode.
+
+A box (r, c) means boxes r rows tall and c columns wide; the side is n = r * c (4x4: (2, 2),
+6x6: (2, 3), 9x9: (3, 3), 16x16: (4, 4)). Grids are numpy (n, n) ints with 0 = blank.
+Text form: one puzzle per line, n*n cells from `CHARS` ('1'-'9', then 'A'=10, 'B'=11, ... so 16x16
+uses 1-9A-G), '.' or '0' blank.
+
+Solve a file from the command line (one output line per puzzle: the solution, `unsolvable` or
+`multiple`; a speed summary on stderr):
+    python -m puzzles.sudoku solve puzzles.txt [--box 3x3]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from puzzles import sudoku_solver as _solver
+from puzzles.errors import PuzzleError, run_cli
+from puzzles.sudoku_aug import (  # noqa: F401  (re-exported API)
+    SudokuAug, augment, augmentation_from_array, augmentation_to_array, invert_augmentation,
+    random_augmentation,
+)
+
+CHARS = ".123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # CHARS[d] is digit d's character; 0 = blank
+_VALUE = {ch: d for d, ch in enumerate(CHARS)} | {ch.lower(): d for d, ch in enumerate(CHARS) if d > 9} | {"0": 0}
+
+
+def _check_box(box: tuple[int, int]) -> tuple[int, int]:
+    r, c = (int(v) for v in box)
+    if r < 1 or c < 1 or r * c > len(CHARS) - 1:
+        raise ValueError(f"box must be (r, c) with 1 <= r*c <= {len(CHARS) - 1}, got {box}")
+    return r, c
+
+
+def _grid(grid: np.ndarray, box: tuple[int, int]) -> np.ndarray:
+    n = box[0] * box[1]
+    g = np.asarray(grid)
+    if g.shape != (n, n):
+        raise ValueError(f"expected a ({n}, {n}) grid for box {box[0]}x{box[1]}, got shape {g.shape}")
+    if g.size and (g.min() < 0 or g.max() > n):
+        raise ValueError(f"cells must be 0 (blank) or 1..{n}")
+    return g
+
+
+# --- solving -----------------------------------------------------------------------------------
+
+def solve(grid: np.ndarray, box: tuple[int, int] = (3, 3)) -> np.ndarray | None:
+    """A solution of `grid` (the first the search finds), or None if there is none."""
+    box = _check_box(box)
+    s = _solver.search(_grid(grid, box), box, limit=1)
+    return None if s.solution is None else np.array(s.solution, dtype=np.uint8).reshape(box[0] * box[1], -1)
+
+
+def count_solutions(grid: np.ndarray, box: tuple[int, int] = (3, 3), limit: int = 2) -> int:
+    """Number of solutions of `grid`, counting no further than `limit` (so 2 means 'several')."""
+    box = _check_box(box)
+    return _solver.search(_grid(grid, box), box, limit=limit).count
+
+
+def rate(grid: np.ndarray, box: tuple[int, int] = (3, 3)) -> int:
+    """Difficulty: the number of branch points in the search that `count_solutions(limit=2)` runs.
+
+    The solver (puzzles/sudoku_solver.py) propagates naked then hidden singles to a fixed point,
+    then branches on the empty cell with the fewest candidates (lowest row-major index on ties),
+    trying digits in ascending order, and searches until it has two solutions or the tree is
+    exhausted (so a unique puzzle's rating covers the full proof of uniqueness).
+    0 = solvable by singles alone; every cell where the solver had to guess adds 1.
+    """
+    box = _check_box(box)
+    return _solver.search(_grid(grid, box), box, limit=2).branches
+
+
+def check(board: np.ndarray, box: tuple[int, int] = (3, 3), puzzle: np.ndarray | None = None) -> bool:
+    """True if `board` is completely filled, every row/column/box holds 1..n once, and (if given)
+    it agrees with every clue of `puzzle`."""
+    r, c = _check_box(box)
+    n = r * c
+    b = np.asarray(board)
+    if b.shape != (n, n):
+        return False
+    want = np.arange(1, n + 1)
+    boxes = b.reshape(c, r, r, c).swapaxes(1, 2).reshape(n, n)  # (band, row, stack, col) -> box rows
+    for lines in (b, b.T, boxes):
+        if not np.array_equal(np.sort(lines, axis=1), np.broadcast_to(want, (n, n))):
+            return False
+    if puzzle is not None:
+        p = np.asarray(puzzle)
+        if p.shape != (n, n) or np.any((p != 0) & (p != b)):
+            return False
+    return True
+
+
+# --- generation --------------------------------------------------------------------------------
+
+def _random_full_grid(box: tuple[int, int], rng: random.Random) -> list[int]:
+    n = box[0] * box[1]
+    return _solver.search(np.zeros((n, n), dtype=np.int64), box, limit=1, rng=rng).solution
+
+
+def _dig(solution: list[int], box: tuple[int, int], lo: int, rng: random.Random) -> list[int]:
+    """Blank cells of `solution` in random order while the puzzle stays unique and above `lo` clues.
+    One pass gives a minimal puzzle: a clue needed once stays needed as others are removed."""
+    vals = solution[:]
+    order = list(range(len(vals)))
+    rng.shuffle(order)
+    clues = len(vals)
+    for i in order:
+        if clues <= lo:
+            break
+        digit, vals[i] = vals[i], 0
+        if _solver.has_other_solution(vals, box, i, digit):
+            vals[i] = digit
+        else:
+            clues -= 1
+    return vals
+
+
+def generate(count: int, box: tuple[int, int] = (3, 3), clues: tuple[int, int] | None = None,
+             min_rating: int = 0, seed: int = 0, progress: bool = False,
+             max_attempts: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`count` distinct unique-solution puzzles and their solutions, uint8 (count, n, n).
+
+    Each is a random full grid with clues removed in random order while the solution stays unique,
+    stopping at `clues[0]`; it is kept only if it has at most `clues[1]` clues, `rate >= min_rating`
+    and is new. Deterministic for `seed`. Raises ValueError after `max_attempts` rejected grids
+    (default 200 + 50 * count) when the constraints cannot be met.
+    """
+    from tqdm import tqdm
+
+    box = _check_box(box)
+    n = box[0] * box[1]
+    lo, hi = (0, n * n) if clues is None else (int(clues[0]), int(clues[1]))
+    if not 0 <= lo <= hi <= n * n:
+        raise ValueError(f"clues must be (lo, hi) with 0 <= lo <= hi <= {n * n}, got {clues}")
+    rng = random.Random(seed)
+    max_attempts = 200 + 50 * count if max_attempts is None else max_attempts
+    seen: set[bytes] = set()
+    puzzles = np.zeros((count, n, n), dtype=np.uint8)
+    solutions = np.zeros((count, n, n), dtype=np.uint8)
+    bar = tqdm(total=count, desc=f"sudoku {n}x{n}", disable=not progress)
+    made = attempts = 0
+    while made < count:
+        attempts += 1
+        if attempts > max_attempts:
+            raise ValueError(f"gave up after {max_attempts} attempts with {made}/{count} puzzles: "
+                             f"clues={clues}, min_rating={min_rating} too strict for box {box}")
+        solution = _random_full_grid(box, rng)
+        puzzle = np.array(_dig(solution, box, lo, rng), dtype=np.uint8).reshape(n, n)
+        if np.count_nonzero(puzzle) > hi:
+            continue
+        if min_rating and rate(puzzle, box) < min_rating:
+            continue
+        key = puzzle.tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        puzzles[made] = puzzle
+        solutions[made] = np.array(solution, dtype=np.uint8).reshape(n, n)
+        made += 1
+        bar.update(1)
+    bar.close()
+    return puzzles, solutions
+
+
+# --- tokens and text ---------------------------------------------------------------------------
+
+def encode(grid: np.ndarray) -> np.ndarray:
+    """Dataset tokens: digit + 1 (blank 1, digits 2..n+1), row-major; (..., n, n) -> (..., n*n) uint8."""
+    g = np.asarray(grid)
+    return (g.reshape(*g.shape[:-2], -1) + 1).astype(np.uint8)
+
+
+def decode(tokens: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of `encode`: (..., n*n) tokens -> (..., n, n) uint8 digit grid (0 = blank)."""
+    t = np.asarray(tokens)
+    if t.shape[-1] != n * n:
+        raise ValueError(f"expected {n * n} tokens per grid, got shape {t.shape}")
+    if t.size and (t.min() < 1 or t.max() > n + 1):
+        raise ValueError(f"sudoku tokens must be 1..{n + 1} (0 is padding), got {t.min()}..{t.max()}")
+    return (t.astype(np.int64) - 1).astype(np.uint8).reshape(*t.shape[:-1], n, n)
+
+
+def to_text(grid: np.ndarray) -> str:
+    """One-line text form of a grid (blank '.')."""
+    return "".join(CHARS[int(v)] for v in np.asarray(grid).ravel())
+
+
+def _parse_cells(text: str, n: int, where: str) -> np.ndarray:
+    try:
+        cells = [_VALUE[ch] for ch in text]
+    except KeyError:
+        bad = next(ch for ch in text if ch not in _VALUE)
+        raise PuzzleError(f"{where}: invalid character {bad!r} in a {n}x{n} sudoku") from None
+    if max(cells, default=0) > n:
+        raise PuzzleError(f"{where}: digit above {n} in a {n}x{n} sudoku")
+    return np.array(cells, dtype=np.uint8).reshape(n, n)
+
+
+def _open(path: str | Path):
+    try:
+        return open(path, encoding="utf-8", newline="")
+    except OSError as err:
+        raise PuzzleError(f"cannot read {path}: {err.strerror}") from None
+
+
+def read_text(path: str | Path, box: tuple[int, int] = (3, 3)) -> list[tuple[int, np.ndarray]]:
+    """(line number, grid) for each puzzle line of a one-puzzle-per-line file. Blank lines and
+    '#' comments are skipped; text after the n*n cells (separated by whitespace) is ignored."""
+    r, c = _check_box(box)
+    n = r * c
+    out = []
+    with _open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            cells, rest = line[: n * n], line[n * n:]
+            if len(cells) < n * n or (rest and not rest[0].isspace()):
+                width = len(line.split()[0])
+                raise PuzzleError(f"{path}:{lineno}: expected {n * n} cells for a {n}x{n} sudoku, got {width}")
+            out.append((lineno, _parse_cells(cells, n, f"{path}:{lineno}")))
+    return out
+
+
+def read_csv(path: str | Path, box: tuple[int, int] = (3, 3)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(questions, answers, ratings) from a Sudoku-Extreme CSV (`source,question,answer,rating`,
+    '.' blank): uint8 (N, n, n), uint8 (N, n, n), int64 (N,)."""
+    r, c = _check_box(box)
+    n = r * c
+    questions, answers, ratings = [], [], []
+    with _open(path) as f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
+            raise PuzzleError(f"{path}:1: expected the header source,question,answer,rating, got {header}")
+        for row in rows:
+            where = f"{path}:{rows.line_num}"
+            if not row:
+                continue
+            if len(row) != 4:
+                raise PuzzleError(f"{where}: expected 4 columns, got {len(row)}")
+            for text, out in ((row[1], questions), (row[2], answers)):
+                if len(text) != n * n:
+                    raise PuzzleError(f"{where}: expected {n * n} cells, got {len(text)}")
+                out.append(_parse_cells(text, n, where))
+            try:
+                ratings.append(int(row[3]))
+            except ValueError:
+                raise PuzzleError(f"{where}: rating must be an integer, got {row[3]!r}") from None
+    shape = (len(questions), n, n)
+    return (np.array(questions, dtype=np.uint8).reshape(shape), np.array(answers, dtype=np.uint8).reshape(shape),
+            np.array(ratings, dtype=np.int64))
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def _parse_box(text: str) -> tuple[int, int]:
+    try:
+        r, c = (int(v) for v in text.lower().split("x"))
+        return _check_box((r, c))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"box must look like 3x3 or 2x3, got {text!r}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m puzzles.sudoku", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("solve", help="solve every puzzle of a text file (one per line) or a Sudoku-Extreme CSV")
+    p.add_argument("file", help="puzzle file (.txt lines or .csv with a question column)")
+    p.add_argument("--box", type=_parse_box, default=(3, 3), help="box shape RxC, e.g. 2x3 for 6x6 (default 3x3)")
+    args = parser.parse_args(argv)
+
+    if str(args.file).lower().endswith(".csv"):
+        grids = list(read_csv(args.file, args.box)[0])
+    else:
+        grids = [g for _, g in read_text(args.file, args.box)]
+    start = time.perf_counter()
+    for g in grids:
+        s = _solver.search(g, args.box, limit=2)
+        if s.count == 0:
+            print("unsolvable")
+        elif s.count > 1:
+            print("multiple")
+        else:
+            print("".join(CHARS[v] for v in s.solution))
+    seconds = time.perf_counter() - start
+    rate_ = len(grids) / seconds if seconds > 0 else float("inf")
+    print(f"{len(grids)} puzzles, {seconds:.2f} s, {rate_:.1f} puzzles/s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
