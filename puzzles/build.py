@@ -133,6 +133,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--aug", type=_count, help="dihedral copies per train maze, 0..7 (default 0)")
     p.add_argument("--from-csv", type=Path, help="import train mazes from a Maze-Hard CSV")
     p.add_argument("--test-csv", type=Path, help="import test mazes from a Maze-Hard CSV")
+    p.add_argument("--on-bad", choices=["skip", "fail"], default="skip",
+                   help="imported maze whose label is not a shortest path: report and skip it, or stop "
+                        "with an error (default skip)")
 
     d = DEFAULTS["arc"]
     p = sub.add_parser("arc", help="ARC-AGI tasks with dihedral/colour/translation augmentation",
@@ -309,8 +312,16 @@ def build_maze(cfg: dict, args: argparse.Namespace, progress: bool):
     if (args.from_csv is None) != (args.test_csv is None):
         raise PuzzleError("a maze import needs both --from-csv and --test-csv")
     if args.from_csv is not None:
-        train_in, train_lab = maze.read_csv(args.from_csv)
-        test_in, test_lab = maze.read_csv(args.test_csv)
+        def read(path):
+            inputs, labels = maze.read_csv(path)
+            ok = np.array([maze.check_path(x, y) for x, y in zip(inputs, labels)], dtype=bool)
+            for line in np.array(_csv_lines(path))[~ok]:
+                _bad(f"{path}:{line}", "label is not a shortest S-G path of the maze", args.on_bad)
+            if not ok.any():
+                raise PuzzleError(f"{path}: no usable maze")
+            return inputs[ok], labels[ok]
+        train_in, train_lab = read(args.from_csv)
+        test_in, test_lab = read(args.test_csv)
         pick = _subsample(len(train_in), args.train, seed)  # imports keep everything unless asked
         train_in, train_lab = train_in[pick], train_lab[pick]
         pick = _subsample(len(test_in), args.test, seed + 1)
