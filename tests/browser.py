@@ -53,5 +53,5 @@ def page_errors(dom: str) -> str:
 
 def items(dom: str) -> list[tuple[str, bool]]:
     """(class, hidden) of every `.item` element in the dumped DOM."""
-    return [(m.group(1), "hidden" in m.group(2))
-            for m in re.finditer(r'<div class="item ?([a-z ]*)"([^>]*)>', dom)]
+    return [(m.group(1) or "", re.search(r'\shidden(=|\s|$)', m.group(2)) is not None)
+            for m in re.finditer(r'<div class="item(?: ([a-z ]*))?"([^>]*)>', dom)]

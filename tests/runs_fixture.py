@@ -68,3 +68,21 @@ def arc_run(root: Path) -> tuple[Path, np.ndarray]:
     ids = np.repeat(np.load(d / "all__puzzle_identifiers.npy"), np.diff(np.load(d / "all__puzzle_indices.npy")))
     wrong = np.arange(len(inputs)) % 3 == 1
     return make_run(root, "arc", inputs, labels, wrong, puzzle_identifiers=ids, dataset=ds), wrong
+
+
+def maze_run(root: Path, n: int = 6) -> tuple[Path, np.ndarray]:
+    """A run over `n` synthetic 8x8 mazes (walls round the edge, S top-left, G bottom-right)."""
+    inputs, labels = [], []
+    for k in range(n):
+        maze = np.full((8, 8), 2)
+        maze[0, :] = maze[-1, :] = maze[:, 0] = maze[:, -1] = 1
+        maze[3, 1 + k % 2:6 + k % 2] = 1
+        maze[1, 1], maze[6, 6] = 3, 4
+        label = maze.copy()
+        label[1, 2:7] = 5
+        label[2:6, 6] = 5
+        label[6, 6] = 4
+        inputs.append(maze.ravel())
+        labels.append(label.ravel())
+    wrong = np.arange(n) % 2 == 1
+    return make_run(root, "maze", np.array(inputs), np.array(labels), wrong, extra_meta={"size": 8}), wrong

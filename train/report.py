@@ -92,7 +92,9 @@ def flat(d: dict, prefix: str = "") -> dict[str, object]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flat(value, f"{name}/"))
-        elif isinstance(value, (int, float, str, bool)) and len(str(value)) < 120:
+        elif isinstance(value, float):
+            out[name] = f"{value:.6g}"
+        elif isinstance(value, (int, str, bool)) and len(str(value)) < 120:
             out[name] = value
     return out
 
@@ -144,18 +146,25 @@ def demo_sheet(spec: dict, dataset: Path, identifier: int) -> Image.Image | None
     return vstack([pair_image(spec, i, l) for i, l in zip(inputs, labels)], gap=12)
 
 
-def dataset_note(meta: dict) -> tuple[Path | None, str]:
-    """The dataset directory named in meta.json if it can be opened, else (None, reason)."""
+def dataset_note(meta: dict, run: Path) -> tuple[Path | None, str]:
+    """The dataset directory named in meta.json if it can be opened, else (None, reason).
+
+    A relative path is tried from the working directory, then from the run directory.
+    """
     from puzzles.dataset import load_split
 
     path = meta.get("dataset")
     if not path:
         return None, "meta.json names no dataset"
+    candidates = [Path(path)] + ([run / path] if not Path(path).is_absolute() else [])
+    found = next((c for c in candidates if c.is_dir()), None)
+    if found is None:
+        return None, f"dataset {path} not found"
     try:
-        load_split(path, "train")
+        load_split(found, "train")
     except UserError as err:
-        return None, f"dataset not available ({err})"
-    return Path(path), ""
+        return None, f"dataset not readable ({err})"
+    return found, ""
 
 
 # ----------------------------------------------------------------------------- the report
@@ -173,7 +182,7 @@ def write_report(run: str | os.PathLike, split: str = "test", n: int = 32,
     names: list[str] = []
     dataset, note = (None, "")
     if family == "arc":
-        dataset, note = dataset_note(meta)
+        dataset, note = dataset_note(meta, run)
         if dataset is not None:
             from puzzles.dataset import load_identifiers
             names = load_identifiers(dataset)
