@@ -76,7 +76,7 @@ def maze_run(root: Path, n: int = 6) -> tuple[Path, np.ndarray]:
     for k in range(n):
         maze = np.full((8, 8), 2)
         maze[0, :] = maze[-1, :] = maze[:, 0] = maze[:, -1] = 1
-        maze[3, 1 + k % 2:6 + k % 2] = 1
+        maze[3, 1:6 - k % 2] = 1
         maze[1, 1], maze[6, 6] = 3, 4
         label = maze.copy()
         label[1, 2:7] = 5

@@ -60,6 +60,28 @@ def test_maze_report_and_missing_dataset_note(tmp_path):
     assert "no demonstrations: dataset" in html and "gone not found" in html
 
 
+def rewrite_npz(run: Path, change) -> None:
+    path = run / "eval" / "test" / "predictions.npz"
+    with np.load(path) as data:
+        arrays = change({k: data[k] for k in data.files})
+    np.savez_compressed(path, **arrays)
+
+
+def test_report_uses_evaluator_extras_and_handles_no_rows(tmp_path):
+    run, _ = sudoku_run(tmp_path / "run")
+    # train.evaluate also saves the example row ("index") and the steps actually run
+    rewrite_npz(run, lambda a: a | {"index": np.arange(10, 15), "steps_run": a["steps"]})
+    html = write_report(run).read_text()
+    assert re.findall(r"<h3>#(\d+)", html) == ["10", "11", "12", "13", "14"]
+    empty, _ = sudoku_run(tmp_path / "empty")
+    rewrite_npz(empty, lambda a: {k: v[:, :0] if k in ("step_preds", "q_halt") else v[:0] for k, v in a.items()})
+    html = write_report(empty).read_text()
+    assert "no predictions were saved" in html and 'class="item ' not in html
+    rewrite_npz(run, lambda a: a | {"steps": a["steps"][:2]})
+    with pytest.raises(UserError, match=r"predictions.npz: steps has shape \(2,\), expected \(5,\)"):
+        write_report(run, force=True)
+
+
 def test_report_n_spreads_over_rows(tmp_path):
     run, _ = sudoku_run(tmp_path / "run")
     html = write_report(run, n=2).read_text()

@@ -26,7 +26,7 @@ from puzzles.errors import UserError, run_cli  # noqa: E402
 PANELS = {
     "loss": lambda k: k.endswith("loss"),
     "exact accuracy": lambda k: k == "exact_accuracy",
-    "mean halting steps": lambda k: k == "steps",
+    "mean halting steps": lambda k: k in ("steps", "halt_steps"),
     "learning rate": lambda k: k == "lr",
 }
 

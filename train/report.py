@@ -64,7 +64,7 @@ def load_predictions(run: Path, split: str) -> tuple[dict[str, np.ndarray], dict
     n, s = arrays["inputs"].shape
     k = arrays["step_preds"].shape[0]
     expected = {"labels": (n, s), "preds": (n, s), "step_preds": (k, n, s), "q_halt": (k, n),
-                "steps": (n,), "puzzle_identifiers": (n,)}
+                "steps": (n,), "puzzle_identifiers": (n,)} | ({"index": (n,)} if "index" in arrays else {})
     for key, shape in expected.items():
         if arrays[key].shape != shape:
             raise UserError(f"{npz}: {key} has shape {arrays[key].shape}, expected {shape}")
@@ -218,8 +218,9 @@ def write_report(run: str | os.PathLike, split: str = "test", n: int = 32,
                                       arrays["q_halt"][:, row], int(arrays["steps"][row])),
                      tmp / f"strip_{row}.png")
             verdict = "right" if correct[row] else "wrong"
+            example = int(arrays["index"][row]) if "index" in arrays else int(row)
             html = [f'<div class="item {verdict}" data-key="{esc(key)}">',
-                    f"<h3>#{row} {esc(name)} &middot; {verdict.upper()} &middot; halted at step "
+                    f"<h3>#{example} {esc(name)} &middot; {verdict.upper()} &middot; halted at step "
                     f"{int(arrays['steps'][row])}</h3>",
                     f'<img src="sheet_{row}.png" alt="puzzle {row}">',
                     f'<p class="note">refinement (prediction after each step, p = P(halt))</p>'
@@ -239,6 +240,9 @@ def write_report(run: str | os.PathLike, split: str = "test", n: int = 32,
         parts.append(f"<h2>Puzzles ({len(chosen)} of {total} shown, "
                      f"{int((~correct[chosen]).sum())} wrong)</h2>")
         parts.append(controls(sorted(set(keys)), label, wrong_filter=True))
+        if not items:
+            parts.append('<p class="note">no predictions were saved for this split '
+                         "(train.evaluate keeps the first eval.save_predictions examples)</p>")
         parts.append('<div class="items">' + "\n".join(items) + "</div>")
         write_text(tmp / "index.html", page(f"report {run.name} {split}", "\n".join(parts)))
     return out / "index.html"
