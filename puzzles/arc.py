@@ -113,24 +113,32 @@ def translation_range(shape_in: tuple[int, int], shape_out: tuple[int, int]) -> 
 # ------------------------------------------------------------------------------- compact examples
 
 def _canvas(cells, start, h, w, t, perm, off) -> np.ndarray:
-    """(B, 900) tokens of B grids (packed in `cells`) after colour map, dihedral t and offset."""
-    swap = SWAP[t][:, None, None]
-    h2 = np.where(swap[:, 0, 0], w, h)[:, None, None]  # transformed shape (B,1,1)
-    w2 = np.where(swap[:, 0, 0], h, w)[:, None, None]
+    """(B, 900) tokens of B grids (packed in `cells`) after colour map, dihedral t and offset.
+
+    The source index of canvas cell (i, j) splits into a part that depends on i only and one on
+    j only, so all index arithmetic runs on (B, 30) vectors and only a few passes touch (B, 900).
+    """
+    B = len(h)
+    swap = SWAP[t][:, None]
+    h2, w2 = np.where(swap, w[:, None], h[:, None]), np.where(swap, h[:, None], w[:, None])  # transformed shape
     ar = np.arange(MAX_SIZE, dtype=np.int32)
-    a = ar[None, :, None] - off[:, 0, None, None]  # (B,30,1) row within the transformed grid
-    b = ar[None, None, :] - off[:, 1, None, None]  # (B,1,30) column within it
-    in_rows, in_cols = (a >= 0) & (a < h2), (b >= 0) & (b < w2)
-    u, v = np.where(swap, b, a), np.where(swap, a, b)  # (B,30,30)
-    hh, ww = h[:, None, None], w[:, None, None]
-    row = np.where(ROW_FLIP[t][:, None, None], hh - 1 - u, u)
-    col = np.where(COL_FLIP[t][:, None, None], ww - 1 - v, v)
-    inside = in_rows & in_cols
-    src = np.where(inside, start[:, None, None] + row * ww + col, 0)
-    colour = np.take_along_axis(perm, cells[src].reshape(len(h), -1), axis=1).reshape(src.shape)
-    eos = ((a == h2) & in_cols) | ((b == w2) & in_rows)
-    out = np.where(inside, colour + COLOUR0, np.where(eos, EOS, PAD))
-    return out.reshape(len(h), SEQ_LEN).astype(np.uint8)
+    a = ar[None, :] - off[:, :1]  # (B,30) row of canvas row i inside the transformed grid
+    b = ar[None, :] - off[:, 1:]  # (B,30) column of canvas column j inside it
+    in_a, in_b = (a >= 0) & (a < h2), (b >= 0) & (b < w2)
+    hh, ww = h[:, None], w[:, None]
+    # source row = u or h-1-u, source col = v or w-1-v, with (u, v) = (a, b), or (b, a) when t swaps axes
+    row_of = lambda u: np.where(ROW_FLIP[t][:, None], hh - 1 - u, u) * ww
+    col_of = lambda v: np.where(COL_FLIP[t][:, None], ww - 1 - v, v)
+    part_i = np.where(swap, col_of(a), row_of(a)) + start[:, None].astype(np.int32)
+    part_j = np.where(swap, row_of(b), col_of(b))
+    inside = in_a[:, :, None] & in_b[:, None, :]
+    src = np.where(inside, part_i[:, :, None] + part_j[:, None, :], 0)
+    # colour map of row k sits at perm_flat[10k : 10k + 10]; tokens are colour + 2
+    lut = (np.asarray(perm, np.uint8) + COLOUR0).reshape(-1)
+    colour = lut[cells[src] + (10 * np.arange(B, dtype=np.int32))[:, None, None]]
+    eos = ((a == h2)[:, :, None] & in_b[:, None, :]) | (in_a[:, :, None] & (b == w2)[:, None, :])
+    out = np.where(inside, colour, eos.view(np.uint8))
+    return out.reshape(B, SEQ_LEN)
 
 
 def expand_examples(compact: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
