@@ -193,13 +193,10 @@ def to_text(grid: np.ndarray) -> str:
 
 
 def _parse_cells(text: str, n: int, where: str) -> np.ndarray:
-    try:
-        cells = [_VALUE[ch] for ch in text]
-    except KeyError:
-        bad = next(ch for ch in text if ch not in _VALUE)
-        raise PuzzleError(f"{where}: invalid character {bad!r} in a {n}x{n} sudoku") from None
+    cells = [_VALUE.get(ch, n + 1) for ch in text]
     if max(cells, default=0) > n:
-        raise PuzzleError(f"{where}: digit above {n} in a {n}x{n} sudoku")
+        bad = next(ch for ch, v in zip(text, cells) if v > n)
+        raise PuzzleError(f"{where}: invalid character {bad!r} in a {n}x{n} sudoku (cells: '.', '0', {CHARS[1:n + 1]})")
     return np.array(cells, dtype=np.uint8).reshape(n, n)
 
 
