@@ -46,9 +46,9 @@ class _Plan:
 
     def __init__(self, split: Split, seed: int, iteration: int, epochs_per_iter: int, batch: int):
         rng = np.random.default_rng([seed, iteration])
-        num_groups = split.num_groups
-        order = np.concatenate([rng.permutation(num_groups) for _ in range(epochs_per_iter)])
         g = split.group_indices.astype(np.int64)
+        groups = np.flatnonzero(np.diff(g) > 0)  # a group without puzzles has nothing to pick
+        order = np.concatenate([groups[rng.permutation(len(groups))] for _ in range(epochs_per_iter)])
         self.puzzles = rng.integers(g[order], g[order + 1])  # one random puzzle of each group
         p = split.puzzle_indices.astype(np.int64)
         self.sizes = p[self.puzzles + 1] - p[self.puzzles]
