@@ -25,6 +25,15 @@ from puzzles.grid import grid_hash
 FALLBACK = [[0]]  # answer given for a test input that received no prediction
 
 
+def _numpy(x) -> np.ndarray:
+    """numpy view of an array or a (CPU/GPU, any dtype) torch tensor, without importing torch."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        x = x.double() if x.is_floating_point() else x
+        return x.numpy()
+    return np.asarray(x)
+
+
 def _cells(tokens: np.ndarray, h: int, w: int) -> np.ndarray:
     """Colours of the top-left h x w block of a (900,) token row (all colour tokens, by crop_shapes)."""
     return (tokens.reshape(30, 30)[:h, :w] - COLOUR0).astype(np.uint8)
@@ -58,10 +67,10 @@ class ArcVoter:
 
     def add(self, identifier_ids, inputs, preds, q_halt_probs) -> None:
         """Record a batch: identifier ids (B,), input and predicted tokens (B, 900), q in [0, 1] (B,)."""
-        ids = np.asarray(identifier_ids).reshape(-1)
-        inputs = np.asarray(inputs).reshape(len(ids), -1)
-        preds = np.asarray(preds).reshape(len(ids), -1)
-        qs = np.asarray(q_halt_probs, dtype=np.float64).reshape(-1)
+        ids = _numpy(identifier_ids).reshape(-1)
+        inputs = _numpy(inputs).reshape(len(ids), -1)
+        preds = _numpy(preds).reshape(len(ids), -1)
+        qs = _numpy(q_halt_probs).astype(np.float64).reshape(-1)
         keep = np.flatnonzero(ids != 0)  # 0 = <blank>: the padding rows of the last batch
         in_shapes, pred_shapes = crop_shapes(inputs[keep]), crop_shapes(preds[keep])
         for row, (hi, wi), (hp, wp) in zip(keep, in_shapes, pred_shapes):

@@ -263,6 +263,11 @@ def test_voter_on_fixture(fixture_dir):
         voter.add(np.r_[ids, 0], np.r_[x, pad], np.r_[preds, pad], q)  # the blank row is skipped
         assert voter.pass_at() == {f"pass@{k}": expected for k in (1, 2, 5, 10, 100, 1000)}
         assert voter.unmatched == 0
+    import torch  # the trainer hands over tensors (bf16 q included)
+    voter = arc.ArcVoter(tp, names)
+    voter.add(torch.from_numpy(ids), torch.from_numpy(x).int(), torch.from_numpy(y).long(),
+              torch.full((len(x),), 0.3, dtype=torch.bfloat16))
+    assert voter.pass_at(ks=(1,)) == {"pass@1": 1.0}
     sub = voter.submission()
     assert set(sub) == set(tp) and all(len(sub[t]) == len(tp[t]["test"]) for t in tp)
     assert all(set(e) == {"attempt_1", "attempt_2"} for t in sub for e in sub[t])
@@ -376,3 +381,17 @@ def test_folder_source_keeps_unknown_test_outputs(tmp_path):
     tasks = arc.load_tasks(tmp_path, ["mine"])
     assert list(tasks) == ["abc"] and tasks["abc"].test[0][1] is None
     assert "output" not in tasks["abc"].to_json()["test"][0]
+
+
+def test_compact_build_written_and_read_back(tiny, fixture_dir, tmp_path):
+    from puzzles.dataset import load_identifiers, load_split, write_dataset
+
+    build = arc.build_arc(arc.load_subsets(tiny, ["training", "evaluation"]), "evaluation", 2, 42)
+    out = write_dataset(tmp_path / "arc", build.identifiers, build.splits, {"test_puzzles.json": build.test_puzzles})
+    assert load_identifiers(out) == build.identifiers
+    for split in ("train", "test"):
+        s = load_split(out, split)
+        assert s.meta["storage"] == "compact" and s.meta["family"] == "arc"
+        inputs, labels = s.examples(np.arange(len(s)))
+        np.testing.assert_array_equal(inputs, np.load(fixture_dir / split / "all__inputs.npy"))
+        np.testing.assert_array_equal(labels, np.load(fixture_dir / split / "all__labels.npy"))
