@@ -155,8 +155,9 @@ def render_sudoku(tokens: np.ndarray, *, box: tuple[int, int], target=None, give
                 draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=WRONG)
             if grid[i, j] > 0:
                 ink = GIVEN_INK if given_mask[i, j] else FILLED_INK
-                label = str(grid[i, j]) if grid[i, j] < 10 or n < 10 else format(grid[i, j], "X")
-                _text(draw, (x0, y0, x0 + cell, y0 + cell), label, ink, int(cell * 0.62))
+                label = str(grid[i, j])  # two-digit labels (boards of 10+) get a smaller font
+                size = int(cell * (0.62 if len(label) == 1 else 0.45))
+                _text(draw, (x0, y0, x0 + cell, y0 + cell), label, ink, size)
     for k in range(n + 1):  # thin lines between cells, thick ones on box edges
         horiz_w = 3 if k % r == 0 else 1
         vert_w = 3 if k % c == 0 else 1

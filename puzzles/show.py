@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from puzzles.errors import PuzzleError, UserError, run_cli
+from puzzles.errors import PuzzleError, run_cli
 from puzzles.render import caption, grid_spec, hstack, render, save_png, vstack
 
 MAX_COPIES = 8       # augmented copies shown per group
@@ -37,14 +37,14 @@ def site_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """
     out = Path(out)
     if out.exists() and not force:
-        raise UserError(f"{out} already exists (pass --force to replace it)")
+        raise PuzzleError(f"{out} already exists (pass --force to replace it)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     except OSError as err:
         blocker = next((p for p in out.parents if p.exists()), None)
         why = f"{blocker} is not a directory" if blocker and not blocker.is_dir() else err.strerror or err
-        raise UserError(f"cannot write output directory {out}: {why}") from None
+        raise PuzzleError(f"cannot write output directory {out}: {why}") from None
     try:
         yield tmp
         old = None
@@ -194,6 +194,8 @@ def split_section(root: Path, split: str, names: list[str], n: int, out: Path) -
         items = []
         for p in range(first, min(last, first + MAX_COPIES)):
             rows = np.arange(data.puzzle_indices[p], data.puzzle_indices[p + 1])[:MAX_EXAMPLES]
+            if not len(rows):
+                continue
             inputs, labels = data.examples(rows)
             pid = int(data.puzzle_identifiers[p])
             name = names[pid] if 0 < pid < len(names) else f"puzzle {p}"
