@@ -53,18 +53,19 @@ class _Search:
         self.solution: list[int] | None = None
 
     def run(self, vals: list[int], used: list[int]) -> None:
-        cand = self._propagate(vals, used)
-        if cand is None:
+        state = self._propagate(vals, used)
+        if state is None:
             return
-        if not cand:  # no empty cell left: a solution
+        cand, empties = state
+        if not empties:  # no empty cell left: a solution
             self.count += 1
             if self.solution is None:
                 self.solution = vals
             return
-        # most constrained cell, lowest index on ties (dicts keep insertion = index order)
+        # most constrained cell, lowest index on ties (`empties` is in index order)
         best, best_k = -1, 99
-        for i, m in cand.items():
-            k = m.bit_count()
+        for i in empties:
+            k = cand[i].bit_count()
             if k < best_k:
                 best, best_k = i, k
                 if k == 2:
@@ -89,8 +90,9 @@ class _Search:
             if self.count >= self.limit:
                 return
 
-    def _propagate(self, vals: list[int], used: list[int]) -> dict[int, int] | None:
-        """Place singles in place; return the candidates of the remaining empty cells, or None."""
+    def _propagate(self, vals: list[int], used: list[int]) -> tuple[list[int], list[int]] | None:
+        """Place singles in place; return (candidate mask per cell, 0 when filled; the empty
+        cells), or None at a dead end."""
         t = self.t
         cell_units, units, full = t.cell_units, t.units, t.full
         empties = [i for i in range(t.size) if not vals[i]]
@@ -98,7 +100,7 @@ class _Search:
             # naked singles until stable
             while True:
                 placed = False
-                cand: dict[int, int] = {}
+                cand = [0] * t.size
                 rest = []
                 for i in empties:
                     a, b, k = cell_units[i]
@@ -118,9 +120,10 @@ class _Search:
                 if not placed:
                     break
             if not empties:
-                return cand
+                return cand, empties
             # hidden singles; `cand` may go stale as we place, but stale sets only over-approximate,
-            # so every dead end found is real and every placement is re-checked against `used`
+            # so every dead end found is real and every placement is re-checked against `used`.
+            # A filled cell's mask is 0, so it drops out of the counts below.
             placed = False
             for u, cells in enumerate(units):
                 need = full & ~used[u]
@@ -128,10 +131,9 @@ class _Search:
                     continue
                 once = twice = 0
                 for i in cells:
-                    if not vals[i]:
-                        m = cand[i]
-                        twice |= once & m
-                        once |= m
+                    m = cand[i]
+                    twice |= once & m
+                    once |= m
                 if once & need != need:
                     return None
                 hidden = once & ~twice & need
@@ -139,7 +141,7 @@ class _Search:
                     d = hidden & -hidden
                     hidden ^= d
                     for i in cells:
-                        if not vals[i] and cand[i] & d:
+                        if cand[i] & d:
                             break
                     else:  # its one cell was just filled with another hidden single
                         return None
@@ -147,12 +149,13 @@ class _Search:
                     if (used[a] | used[b] | used[k]) & d:
                         return None
                     vals[i] = d.bit_length()
+                    cand[i] = 0
                     used[a] |= d
                     used[b] |= d
                     used[k] |= d
                     placed = True
             if not placed:
-                return cand
+                return cand, empties
             empties = [i for i in empties if not vals[i]]
 
 
