@@ -31,7 +31,9 @@ class SparsePuzzleEmbedding(nn.Module):
         self.local_weights: torch.Tensor | None = None
         self.local_ids: torch.Tensor | None = None
 
-    def _scratch(self, batch: int) -> torch.Tensor:
+    def prepare(self, batch: int) -> torch.Tensor:
+        """(Re)allocate the scratch rows for `batch` ids. `HaltingModel.initial_carry` calls this
+        eagerly, so a compiled forward never has to create a leaf tensor (a graph break)."""
         lw = self.local_weights
         if lw is None or lw.shape[0] != batch or lw.device != self.weights.device:
             self.local_weights = torch.zeros(batch, self.weights.shape[1], device=self.weights.device,
@@ -42,7 +44,8 @@ class SparsePuzzleEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled()):
             return self.weights[ids].to(self.dtype)
-        local = self._scratch(ids.shape[0])
+        local = self.prepare(ids.shape[0])
+        local.grad = None  # the rows change every forward, so an old gradient means nothing
         with torch.no_grad():  # in-place into the same leaf: the optimiser keeps one handle
             local.copy_(self.weights[ids])
             self.local_ids.copy_(ids)

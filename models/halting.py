@@ -69,6 +69,8 @@ class HaltingModel(nn.Module):
     def initial_carry(self, batch: Batch) -> Carry:
         """All rows marked halted, so the first call loads the batch and resets the states."""
         inputs = batch["inputs"]
+        if self.puzzle_emb is not None and torch.is_grad_enabled():  # not under inference_mode
+            self.puzzle_emb.prepare(inputs.shape[0])
         shape = (inputs.shape[0], self.config.total_len, self.config.hidden_size)
         z = torch.zeros(shape, dtype=self.config.dtype, device=inputs.device)
         return Carry(z_H=z, z_L=z.clone(),
