@@ -139,8 +139,9 @@ def _draw_offsets(groups: list[_Group], rs: np.random.RandomState, num_examples:
     return offsets
 
 
-def _split_arrays(groups: list[_Group], ids: dict[str, int], materialize: bool, offsets: np.ndarray | None,
-                  meta: dict) -> SplitData:
+def _split_arrays(groups: list[_Group], ids: dict[str, int], materialize: bool,
+                  offsets: np.ndarray | None) -> SplitData:
+    """One split's index arrays, dataset.json fields and examples (materialised or compact)."""
     puzzle_ids, puzzle_sizes, group_sizes, puzzle_base, puzzle_t, puzzle_perm = [], [], [], [], [], []
     base_grids = []
     for g in groups:
@@ -158,9 +159,9 @@ def _split_arrays(groups: list[_Group], ids: dict[str, int], materialize: bool, 
         offsets = np.zeros((n, 2), np.uint8)
     arrays = dict(puzzle_identifiers=np.array(puzzle_ids, np.int32), puzzle_indices=puzzle_indices,
                   group_indices=np.concatenate([[0], np.cumsum(group_sizes)]).astype(np.int32))
-    meta = {**{k: meta[k] for k in ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
-                                    "num_puzzle_identifiers")},
-            "total_groups": len(groups), "mean_puzzle_examples": n / max(len(puzzle_ids), 1),
+    meta = {"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": VOCAB_SIZE,
+            "seq_len": SEQ_LEN, "num_puzzle_identifiers": len(ids), "total_groups": len(groups),
+            "mean_puzzle_examples": n / max(len(puzzle_ids), 1),
             "total_puzzles": len(puzzle_ids), "sets": ["all"], "family": "arc"}
     if materialize:  # the straightforward path, one grid at a time (tests compare it with the compact one)
         inputs, labels = np.zeros((n, SEQ_LEN), np.uint8), np.zeros((n, SEQ_LEN), np.uint8)
@@ -169,13 +170,14 @@ def _split_arrays(groups: list[_Group], ids: dict[str, int], materialize: bool, 
             for t, perm in g.augs:
                 for i, o in g.pairs:
                     off = tuple(int(x) for x in offsets[e])
-                    inputs[e], labels[e] = encode_grid(augment_grid(i, t, perm), off), encode_grid(augment_grid(o, t, perm), off)
+                    inputs[e] = encode_grid(augment_grid(i, t, perm), off)
+                    labels[e] = encode_grid(augment_grid(o, t, perm), off)
                     e += 1
         return SplitData(meta=meta, inputs=inputs, labels=labels, **arrays)
     sizes = np.array([x.size for x in base_grids], np.int64)
     compact = dict(
         base_cells=np.concatenate([x.ravel() for x in base_grids]) if base_grids else np.zeros(0, np.uint8),
-        base_start=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
+        base_start=np.cumsum(sizes) - sizes,  # int64 start of each grid in base_cells
         base_shape=np.array([x.shape for x in base_grids], np.uint8).reshape(-1, 2),
         puzzle_indices=puzzle_indices, puzzle_base=np.array(puzzle_base, np.int32),
         puzzle_t=np.array(puzzle_t, np.uint8), puzzle_perm=np.array(puzzle_perm, np.uint8).reshape(-1, 10),
@@ -205,19 +207,23 @@ def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str, n
         names = list(tasks)
         rs.shuffle(names)  # the reference shuffles each subset's (name, task) list
         for name in names:
-            if name in seen_names or SEPARATOR in name:
-                raise PuzzleError(f"task {name!r} (subset {subset}): duplicate task name "
-                                  f"(also in {seen_names.get(name)}) or name containing '|||'")
+            if name in seen_names:
+                raise PuzzleError(f"task {name} appears in subsets {seen_names[name]} and {subset}")
+            if SEPARATOR in name:
+                raise PuzzleError(f"task {name!r} (subset {subset}): '{SEPARATOR}' is reserved for augmented names")
             seen_names[name] = subset
-            task = tasks[name]
-            fill = [(i, DUMMY_OUTPUT if o is None else o) for i, o in task.test]
-            train_pairs = task.train if subset == test_set_name else (fill + task.train if task.test_first else task.train + fill)
-            augs = _augmentations(train_pairs + fill if subset == test_set_name else train_pairs, rs, num_aug)
+            task, is_test = tasks[name], subset == test_set_name
+            tests = [(i, DUMMY_OUTPUT if o is None else o) for i, o in task.test]
+            if is_test:  # demos train (so the puzzle embedding learns the task), test pairs are held out
+                trains = task.train
+            else:  # everything trains, in source order
+                trains = tests + task.train if task.test_first else task.train + tests
+            augs = _augmentations(trains + tests if is_test else trains, rs, num_aug)
             if len(augs) < num_aug + 1:
                 short[name] = len(augs) - 1
-            train.append(_Group(name, train_pairs, augs))
-            if subset == test_set_name:
-                test.append(_Group(name, fill, augs))
+            train.append(_Group(name, trains, augs))
+            if is_test:
+                test.append(_Group(name, tests, augs))
                 test_puzzles[name] = task.to_json()
             if bar is not None:
                 bar.update()
@@ -229,9 +235,7 @@ def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str, n
     ids = {name: i for i, name in enumerate(identifiers)}
     n_train = sum(len(g.pairs) * len(g.augs) for g in train)
     offsets = _draw_offsets(train, rs, n_train)
-    meta = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
-                num_puzzle_identifiers=len(identifiers), sets=["all"], family="arc")
-    splits = {"train": _split_arrays(train, ids, materialize, offsets, meta),
-              "test": _split_arrays(test, ids, materialize, None, meta)}
+    splits = {"train": _split_arrays(train, ids, materialize, offsets),
+              "test": _split_arrays(test, ids, materialize, None)}
     return ArcBuild(identifiers, splits, test_puzzles, short)
 

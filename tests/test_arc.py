@@ -142,7 +142,8 @@ def test_expand_examples_matches_encoding_for_every_transform_and_offset():
                    base_start=np.concatenate([[0], np.cumsum(sizes)[:-1]]),
                    base_shape=np.array([g.shape for g in grids], np.uint8),
                    puzzle_indices=np.arange(65, dtype=np.int32), puzzle_base=np.arange(64, dtype=np.int32),
-                   puzzle_t=np.array(ts, np.uint8), puzzle_perm=np.array(perms), example_offset=np.array(offs, np.uint8))
+                   puzzle_t=np.array(ts, np.uint8), puzzle_perm=np.array(perms),
+                   example_offset=np.array(offs, np.uint8))
     rows = rng.permutation(64)
     inputs, labels = arc.expand_examples(compact, rows)
     np.testing.assert_array_equal(inputs, np.array(expect_in)[rows])
@@ -204,7 +205,8 @@ def test_offset_draws_match_sequential_randint():
         for t, perm in g.augs:
             keep = rs.randint(0, len(g.pairs))
             for j, (i, o) in enumerate(g.pairs):
-                rows, cols = arc.translation_range(arc.augment_grid(i, t, perm).shape, arc.augment_grid(o, t, perm).shape)
+                ai, ao = arc.augment_grid(i, t, perm), arc.augment_grid(o, t, perm)
+                rows, cols = arc.translation_range(ai.shape, ao.shape)
                 slow.append((0, 0) if j == keep else (rs.randint(0, rows), rs.randint(0, cols)))
     np.testing.assert_array_equal(fast, np.array(slow))
 
