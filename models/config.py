@@ -6,6 +6,10 @@ over almost unchanged (see `models.reference.config_from_reference`). Everything
 
 `halt_rule` and `grad_mode` may be left as None: each model in `models.MODELS` then fills in its
 reference default (HRM: q_halt_vs_continue + one_step; TRM: q_halt + last_cycle).
+
+Sequence length: every model sees P + S positions (P = `prefix_len`, the puzzle prefix). Batches
+must have exactly `seq_len` tokens; this matters most for `mlp_t`, whose token-mixing weights
+are (.., P + S) matrices, and for learned positions. Pad shorter puzzles to seq_len.
 """
 from __future__ import annotations
 

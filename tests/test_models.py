@@ -91,6 +91,19 @@ def test_registry_defaults_reproduce_the_reference_choices():
     assert count(build("transformer")) == count(build("trm"))
 
 
+@pytest.mark.parametrize("ndim, length, prefix", [(0, 0, 0), (0, 2, 2), (16, 0, 1), (40, 3, 3)])
+def test_puzzle_prefix_length(ndim, length, prefix):
+    model = build("trm", puzzle_emb_ndim=ndim, puzzle_emb_len=length)
+    assert model.config.prefix_len == prefix and (model.puzzle_emb is None) == (ndim == 0)
+    batch = make_batch()
+    model.train()
+    carry, loss, _, outputs, _ = model(model.initial_carry(batch), batch)
+    loss.backward()
+    assert carry.z_H.shape == (B, S + prefix, 16) and outputs["logits"].shape == (B, S, V)
+    if prefix and ndim == 0:  # prefix positions without a table receive zero input
+        assert torch.all(model.embed(batch)[:, :prefix] == 0)
+
+
 # --- layers ----------------------------------------------------------------------------------
 def test_swiglu_width_matches_the_reference_rounding():
     assert [swiglu_width(n, 4) for n in (64, 128, 512, 20, 97)] == [256, 512, 1536, 256, 512]

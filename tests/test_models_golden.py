@@ -125,6 +125,14 @@ def test_eval_rollout_matches_reference(reference_dir: Path, name: str) -> None:
                           current_data=dict(carry.current_data))
 
 
+def test_import_from_a_file_path(reference_dir: Path) -> None:
+    data, model, _ = load(reference_dir, "hrm_perturbed")
+    fresh = MODELS["hrm"](model.config)
+    assert load_reference_state_dict(fresh, reference_dir / "hrm_perturbed.pt") == []
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
 @pytest.mark.parametrize("name", ["trm_attn", "hrm"])
 def test_rope_tables_match_reference(reference_dir: Path, name: str) -> None:
     data, model, _ = load(reference_dir, name)
