@@ -157,18 +157,17 @@ def _write_split(directory: Path, identifiers_count: int, data: SplitData, mater
                 if arr.shape != (n, meta["seq_len"]):
                     raise ValueError(f"{name} has shape {arr.shape}, expected ({n}, {meta['seq_len']})")
                 _save(directory / f"{SET}__{name}.npy", arr)
-        else:  # expand in chunks straight into the npy files, never holding the full arrays
+        else:  # expand in chunks appended to the npy files, never holding the full arrays
             expand = EXPANDERS[meta["family"]]
-            shape = (n, meta["seq_len"])
-            outs = [np.lib.format.open_memmap(directory / f"{SET}__{name}.npy", mode="w+",
-                                              dtype=np.uint8, shape=shape) for name in EXAMPLE_FIELDS]
-            for start in range(0, n, WRITE_CHUNK):
-                rows = np.arange(start, min(n, start + WRITE_CHUNK))
-                for dst, src in zip(outs, expand(data.compact, rows)):
-                    dst[rows[0]:rows[-1] + 1] = src
-            for dst in outs:
-                dst.flush()
-            del outs
+            header = {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": (n, meta["seq_len"])}
+            # plain writes, not a memmap: written pages would otherwise count as our resident memory
+            with open(directory / f"{SET}__inputs.npy", "wb") as fi, open(directory / f"{SET}__labels.npy", "wb") as fl:
+                for f in (fi, fl):
+                    np.lib.format.write_array_header_1_0(f, header)
+                for start in range(0, n, WRITE_CHUNK):
+                    rows = np.arange(start, min(n, start + WRITE_CHUNK))
+                    for f, chunk in zip((fi, fl), expand(data.compact, rows)):
+                        f.write(np.ascontiguousarray(chunk, dtype=np.uint8).tobytes())
     _save(directory / f"{SET}__puzzle_identifiers.npy", pid)
     _save(directory / f"{SET}__puzzle_indices.npy", pidx)
     _save(directory / f"{SET}__group_indices.npy", gidx)
