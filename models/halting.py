@@ -16,6 +16,10 @@ The carry is always detached. Usage:
 
 `model.step(carry, batch) -> (carry, logits, q_halt, q_continue)` is the loss-free supervision
 step for inference engines that manage their own slots.
+
+Compiling: `initial_carry` also allocates the puzzle embedding's gradient scratch, so the
+compiled forward is one graph. A carry rebuilt by hand (e.g. resumed from a checkpoint) should be
+followed by `model.puzzle_emb.prepare(batch_size)` before the first compiled training call.
 """
 from __future__ import annotations
 
