@@ -1,0 +1,185 @@
+"""Training configuration: a tree of dataclasses, and the named presets that fill it.
+
+    cfg = PRESETS["quick"]("sudoku", "trm-mlp")            # a CPU-sized run
+    cfg = apply_overrides(cfg, ["arch.L_cycles=4", "lr=3e-4"])
+
+`paper` holds the published recipes (TRM and HRM papers / reference READMEs) per task and model;
+`quick` holds runs sized for a 2-core CPU that finish in minutes. `arch` is the model's own
+`ModelConfig`; its dataset-derived fields (seq_len, vocab_size, num_puzzle_identifiers) and its
+compute dtype are filled in by the trainer from the dataset and `system.dtype`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+from models import ModelConfig
+
+FAMILIES = ("sudoku", "maze", "arc")
+MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer")
+# Filled by the trainer; overriding them is refused with this reason.
+DERIVED_KEYS = {
+    "arch.seq_len": "it comes from the dataset",
+    "arch.vocab_size": "it comes from the dataset",
+    "arch.num_puzzle_identifiers": "it comes from the dataset",
+    "arch.forward_dtype": "set system.dtype instead",
+}
+
+
+@dataclass
+class DataConfig:
+    family: str = "sudoku"  # sudoku | maze | arc
+    path: str = ""  # dataset directory; "" = data/<family>-<preset>
+    build: str = ""  # `python -m puzzles.build <family>` options used when `path` does not exist yet
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"data.family must be one of {FAMILIES}, got {self.family!r}")
+
+
+@dataclass
+class OptimConfig:
+    global_batch_size: int = 768
+    epochs: int = 50000  # passes over the training groups (reference meaning: one puzzle per group)
+    max_steps: int = 0  # > 0 caps the number of optimiser steps (CPU-sized runs)
+    lr: float = 1e-4
+    lr_warmup_steps: int = 2000
+    lr_min_ratio: float = 1.0  # cosine decay floor; 1.0 = constant after warm-up (reference default)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    puzzle_emb_lr: float = 1e-2
+    puzzle_emb_weight_decay: float = 0.1
+    ema: bool = False  # evaluate with an exponential moving average of the weights
+    ema_rate: float = 0.999
+    max_bad_steps: int = 10  # stop after this many non-finite losses in a row
+
+    def __post_init__(self):
+        for name in ("global_batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"optim.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps < 0 or self.lr_warmup_steps < 0 or self.max_bad_steps < 1:
+            raise ValueError("optim.max_steps and optim.lr_warmup_steps must be >= 0, optim.max_bad_steps >= 1")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ValueError(f"optim.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
+        if not 0.0 < self.ema_rate < 1.0:
+            raise ValueError(f"optim.ema_rate must be in (0, 1), got {self.ema_rate}")
+
+
+@dataclass
+class EvalConfig:
+    interval: int = 5000  # epochs between evaluations (one always runs at the end); 0 = only at the end
+    batch_size: int = 0  # 0 = optim.global_batch_size
+    mode: str = "fixed"  # fixed: every sample runs halt_max_steps (reference); adaptive: stop at halting
+    max_examples: int = 0  # > 0 evaluates only the first N examples of the split (quick looks)
+    save_predictions: int = 512  # rows of predictions.npz kept for pictures and reports
+
+    def __post_init__(self):
+        if self.mode not in ("fixed", "adaptive"):
+            raise ValueError(f"eval.mode must be fixed or adaptive, got {self.mode!r}")
+        if self.interval < 0 or self.batch_size < 0 or self.max_examples < 0 or self.save_predictions < 0:
+            raise ValueError("eval.interval, eval.batch_size, eval.max_examples and eval.save_predictions must be >= 0")
+
+
+@dataclass
+class LogConfig:
+    logger: str = "none"  # none | wandb (offline unless WANDB_MODE says otherwise)
+    project: str = "recursive-reasoning"
+    interval: int = 10  # steps between metrics.jsonl lines
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self):
+        if self.logger not in ("none", "wandb"):
+            raise ValueError(f"log.logger must be none or wandb, got {self.logger!r}")
+        if self.interval < 1:
+            raise ValueError(f"log.interval must be >= 1, got {self.interval}")
+
+
+@dataclass
+class SystemConfig:
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto (bf16 where supported) | float32 | bfloat16
+    compile: str = "auto"  # auto (on for CUDA) | on | off
+    seed: int = 0
+    run_dir: str = ""  # "" = runs/<family>-<model>-<preset>
+    checkpoint_interval: int = 500  # steps between checkpoints (one is always written at the end)
+    threads: int = 0  # > 0 sets torch's intra-op threads (CPU)
+
+
+@dataclass
+class TrainConfig:
+    model: str = "trm"
+    preset: str = "quick"
+    data: DataConfig = field(default_factory=DataConfig)
+    arch: ModelConfig = field(default_factory=lambda: ModelConfig(seq_len=1, vocab_size=1))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+
+    def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+
+
+# --- presets ---------------------------------------------------------------------------------
+def _arch(**kw) -> ModelConfig:
+    return ModelConfig(seq_len=1, vocab_size=1, **kw)
+
+
+def _paper_arch(model: str, family: str) -> ModelConfig:
+    common = dict(hidden_size=512, num_heads=8, expansion=4.0, puzzle_emb_ndim=512,
+                  halt_max_steps=16, halt_exploration_prob=0.1)
+    if model == "hrm":  # HRM paper: H/L 4 layers each, 2 x 2 cycles
+        return _arch(**common, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2)
+    if model == "transformer":  # same budget as HRM's 8 blocks, no recursion
+        return _arch(**common, L_layers=8, H_cycles=1, L_cycles=1)
+    l_cycles = 6 if family == "sudoku" else 4  # TRM paper: n=6 on Sudoku, 4 on Maze and ARC
+    mlp = model == "trm-mlp"
+    return _arch(**common, puzzle_emb_len=16, L_layers=2, H_cycles=3, L_cycles=l_cycles,
+                 mlp_t=mlp, pos_encodings="none" if mlp else "rope")
+
+
+def paper(family: str, model: str) -> TrainConfig:
+    """The published recipes: TRM (Jolicoeur-Martineau 2025) and HRM (Wang et al. 2025)."""
+    arch = _paper_arch(model, family)
+    if family == "arc":  # reference defaults: lr 1e-4, puzzle-emb lr 1e-2, wd 0.1
+        optim = OptimConfig(epochs=100000, lr=1e-4, puzzle_emb_lr=1e-2, weight_decay=0.1,
+                            puzzle_emb_weight_decay=0.1, ema=model != "hrm")
+        ev = EvalConfig(interval=10000)
+    elif model == "hrm":  # HRM README: Sudoku lr 7e-5 batch 384, Maze lr 1e-4; 20k epochs, wd 1.0
+        lr = 7e-5 if family == "sudoku" else 1e-4
+        optim = OptimConfig(global_batch_size=384 if family == "sudoku" else 768, epochs=20000,
+                            lr=lr, puzzle_emb_lr=lr, weight_decay=1.0, puzzle_emb_weight_decay=1.0)
+        ev = EvalConfig(interval=2000)
+    else:  # TRM README: Sudoku / Maze lr 1e-4 for both, wd 1.0 for both, 50k epochs, EMA 0.999
+        optim = OptimConfig(epochs=50000, lr=1e-4, puzzle_emb_lr=1e-4, weight_decay=1.0,
+                            puzzle_emb_weight_decay=1.0, ema=True)
+        ev = EvalConfig(interval=5000)
+    return TrainConfig(model=model, preset="paper", data=DataConfig(family=family, build="--preset paper"),
+                       arch=arch, optim=optim, eval=ev)
+
+
+def quick(family: str, model: str) -> TrainConfig:
+    """CPU-sized runs that finish in minutes on 2 cores (6x6 Sudoku, 10x10 mazes, small ARC)."""
+    arch = _arch(hidden_size=128, num_heads=4, expansion=4.0, puzzle_emb_ndim=0, L_layers=2,
+                 H_cycles=3, L_cycles=4, halt_max_steps=8, halt_exploration_prob=0.1,
+                 mlp_t=model == "trm-mlp", pos_encodings="none" if model == "trm-mlp" else "rope")
+    if model == "hrm":
+        arch = dataclasses.replace(arch, H_layers=2, L_layers=2, H_cycles=2, L_cycles=2)
+    elif model == "transformer":
+        arch = dataclasses.replace(arch, L_layers=4, H_cycles=1, L_cycles=1)
+    optim = OptimConfig(global_batch_size=128, epochs=150, lr=1e-3, lr_warmup_steps=100,
+                        weight_decay=1.0, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=1.0)
+    ev = EvalConfig(interval=25)
+    if family == "arc":  # ARC needs the per-task puzzle embedding to say which task it is solving
+        arch = dataclasses.replace(arch, puzzle_emb_ndim=128, puzzle_emb_len=1)
+        optim = dataclasses.replace(optim, global_batch_size=32, weight_decay=0.1, puzzle_emb_weight_decay=0.1)
+        ev = dataclasses.replace(ev, max_examples=256)
+    return TrainConfig(model=model, preset="quick", data=DataConfig(family=family, build="--preset cpu"),
+                       arch=arch, optim=optim, eval=ev,
+                       system=SystemConfig(checkpoint_interval=200))
+
+
+PRESETS: dict[str, Callable[[str, str], TrainConfig]] = {"paper": paper, "quick": quick}

@@ -1,0 +1,46 @@
+"""Run logging: metrics.jsonl always, Weights & Biases when asked (offline unless configured).
+
+Only rank 0 writes. Each `log(step, metrics)` appends one JSON line, flushed at once so a killed run
+keeps everything it logged. W&B never blocks on the network: unless the user set WANDB_MODE
+themselves, it runs in offline mode (sync later with `wandb sync`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .overrides import config_to_dict
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, cfg, enabled: bool = True):
+        self.enabled = enabled
+        self.wandb = None
+        self.start = time.time()
+        if not enabled:
+            return
+        self.file = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
+        if cfg.log.logger == "wandb":
+            os.environ.setdefault("WANDB_MODE", "offline")
+            os.environ.setdefault("WANDB_SILENT", "true")
+            import wandb
+            self.wandb = wandb.init(project=cfg.log.project, dir=str(run_dir), config=config_to_dict(cfg),
+                                    name=Path(run_dir).name, resume="allow")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "wall_seconds": round(time.time() - self.start, 3)} | metrics
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.file.close()
+        if self.wandb is not None:
+            self.wandb.finish()

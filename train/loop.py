@@ -1,0 +1,234 @@
+"""The training loop: deep supervision with the carry kept across steps, for every model and puzzle.
+
+    summary = train(cfg, resume=False)
+
+One optimiser step = one supervision step for every row of the global batch: rows that halted
+are replaced by fresh examples from the loader, the others keep thinking about theirs (the carry
+survives across steps and is saved in checkpoints). The loss is scaled by 1/global_batch_size
+and gradients are summed across ranks, so any number of processes computes the same update.
+Evaluation runs every `eval.interval` epochs and at the end; checkpoints are atomic and a killed
+run resumes bit-identically on CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from models import Carry
+from puzzles.dataset import load_split
+from puzzles.loader import TrainLoader
+
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .config import TrainConfig
+from .evaluate import evaluate_split, write_summary
+from .logger import MetricsLogger
+from .optim import EMA, AdamATan2, SparseSignSGD, lr_at
+from .run import (CHECKPOINT, TrainError, check_dataset_matches, config_from_checkpoint, ensure_dataset,
+                  make_model, model_config_for, resume_decision, run_dir_of)
+from .overrides import config_to_dict
+from .setup import setup_system, teardown_system
+
+
+def steps_per_epoch(split, global_batch_size: int) -> float:
+    """Reference: one epoch draws one puzzle per group, i.e. groups x mean examples per puzzle."""
+    examples = split.num_groups * float(split.meta.get("mean_puzzle_examples", 1.0))
+    return max(examples / global_batch_size, 1e-9)
+
+
+def _carry_state(carry: Carry | None) -> dict | None:
+    if carry is None:
+        return None
+    return {"z_H": carry.z_H, "z_L": carry.z_L, "steps": carry.steps, "halted": carry.halted,
+            "current_data": dict(carry.current_data)}
+
+
+def _carry_from(state: dict | None, device: torch.device) -> Carry | None:
+    if state is None:
+        return None
+    return Carry(z_H=state["z_H"].to(device), z_L=state["z_L"].to(device), steps=state["steps"].to(device),
+                 halted=state["halted"].to(device),
+                 current_data={k: v.to(device) for k, v in state["current_data"].items()})
+
+
+def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, distributed: bool) -> dict[str, float]:
+    """Sum over ranks, then losses / global batch and everything else / count (reference rule)."""
+    names = sorted(metrics)
+    values = torch.stack([metrics[k].detach().float() for k in names])
+    if distributed:
+        dist.all_reduce(values)
+    values = values.cpu().tolist()
+    out = dict(zip(names, values))
+    count = max(out.get("count", 0.0), 1.0)
+    return {k: (v / global_batch_size if k.endswith("loss") else v / count)
+            for k, v in out.items() if k != "count"} | {"count": out.get("count", 0.0)}
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
+    if cfg.system.threads:
+        torch.set_num_threads(cfg.system.threads)
+    run_dir = run_dir_of(cfg)
+    try:
+        return _train(cfg, system, run_dir, resume)
+    finally:
+        teardown_system(system)
+
+
+def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
+    data_dir = ensure_dataset(cfg, system.is_main)
+    if system.distributed:
+        dist.barrier()
+    train_split, test_split = load_split(data_dir, "train"), load_split(data_dir, "test")
+    model_cfg = model_config_for(cfg.arch, train_split, system.dtype)
+    check_dataset_matches(model_cfg, test_split)
+
+    ckpt_path = run_dir / CHECKPOINT
+    payload = None
+    if ckpt_path.exists():
+        payload = load_checkpoint(ckpt_path)
+        resume_decision(config_from_checkpoint(payload), cfg, resume, run_dir)
+    elif resume:
+        raise TrainError(f"--resume given but {ckpt_path} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    model = make_model(cfg.model, model_cfg, system.device, cfg.system.seed)
+    if system.distributed:  # identical start on every rank, whatever the local RNG did
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)
+    opt = cfg.optim
+    adam = AdamATan2(model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay)
+    sparse = (SparseSignSGD(model.puzzle_emb, lr=opt.puzzle_emb_lr, weight_decay=opt.puzzle_emb_weight_decay)
+              if model.puzzle_emb is not None else None)
+    ema = EMA(model, opt.ema_rate) if opt.ema else None
+    loader = TrainLoader(train_split, opt.global_batch_size, seed=cfg.system.seed, rank=system.rank,
+                         world_size=system.world_size, pin_memory=system.device.type == "cuda")
+    per_epoch = steps_per_epoch(train_split, opt.global_batch_size)
+    total_steps = max(1, int(opt.epochs * per_epoch))
+    if opt.max_steps:
+        total_steps = min(total_steps, opt.max_steps)
+    eval_every = max(1, round(cfg.eval.interval * per_epoch)) if cfg.eval.interval else 0
+
+    step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
+    if payload is not None:
+        model.load_state_dict(payload["model"])
+        adam.load_state_dict(payload["adam"])
+        if sparse is not None:
+            sparse.load_state_dict(payload["sparse"])
+        if ema is not None:
+            ema.load_state_dict(payload["ema"])
+        loader.load_state_dict(payload["loader"])
+        restore_rng_state(payload["rng"])
+        carry = _carry_from(payload["carry"], system.device)
+        step, bad_total, elapsed = payload["step"], payload.get("bad_steps", 0), payload.get("elapsed", 0.0)
+        last_eval = payload.get("eval", {})
+        if system.is_main:
+            print(f"resuming {run_dir} at step {step}/{total_steps}", flush=True)
+    else:
+        torch.manual_seed(cfg.system.seed + 1 + system.rank)  # exploration draws; differs per rank
+    if system.is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"{cfg.model} on {cfg.data.family}: {n_params / 1e6:.2f}M parameters, {len(train_split)} train "
+              f"examples, {total_steps} steps of batch {opt.global_batch_size} -> {run_dir}", flush=True)
+
+    step_fn = torch.compile(model) if system.compile else model
+    logger = MetricsLogger(run_dir, cfg, enabled=system.is_main)
+
+    def checkpoint() -> None:
+        if system.is_main:
+            save_checkpoint(ckpt_path, {
+                "config": config_to_dict(cfg), "model": model.state_dict(), "adam": adam.state_dict(),
+                "sparse": sparse.state_dict() if sparse else None, "ema": ema.state_dict() if ema else None,
+                "loader": loader.state_dict(), "rng": capture_rng_state(), "carry": _carry_state(carry),
+                "step": step, "bad_steps": bad_total, "elapsed": elapsed, "eval": last_eval,
+                "model_config": config_to_dict(model_cfg), "model_name": cfg.model})
+
+    def run_eval() -> dict:
+        eval_model = ema.averaged_copy(model) if ema is not None else model
+        metrics = evaluate_split(eval_model, test_split, cfg.eval, system, data_dir,
+                                 out_dir=run_dir / "eval" / "test" if system.is_main else None,
+                                 batch_size=cfg.eval.batch_size or opt.global_batch_size)
+        model.train()
+        return metrics
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (system.is_main and cfg.log.progress),
+               desc=f"{cfg.model}/{cfg.data.family}", dynamic_ncols=True)
+    model.train()
+    try:
+        while step < total_steps:
+            t0 = time.perf_counter()
+            batch = {k: v.to(system.device, non_blocking=True) for k, v in next(loader).items()}
+            if carry is None:
+                carry = model.initial_carry(batch)
+            carry, loss, metrics, _, _ = step_fn(carry, batch)
+            (loss / opt.global_batch_size).backward()
+            if system.distributed:
+                for p in model.parameters():
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+            step += 1
+            finite = bool(torch.isfinite(loss).item())
+            if system.distributed:  # every rank must agree to skip
+                flag = torch.tensor([float(finite)], device=system.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                finite = bool(flag.item())
+            lr = lr_at(step, opt.lr, opt.lr_warmup_steps, total_steps, opt.lr_min_ratio)
+            if finite:
+                bad_in_row = 0
+                if sparse is not None:
+                    sparse.param_groups[0]["lr"] = lr_at(step, opt.puzzle_emb_lr, opt.lr_warmup_steps,
+                                                          total_steps, opt.lr_min_ratio)
+                    sparse.step()
+                for group in adam.param_groups:
+                    group["lr"] = lr
+                adam.step()
+                if ema is not None:
+                    ema.update(model)
+            else:
+                bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
+            adam.zero_grad(set_to_none=True)
+            if sparse is not None:
+                sparse.zero_grad()
+            elapsed += time.perf_counter() - t0
+            if bad_in_row >= opt.max_bad_steps:
+                checkpoint()
+                raise TrainError(f"{bad_in_row} non-finite losses in a row at step {step}; stopped. The "
+                                 f"checkpoint {ckpt_path} holds the last good weights (try a lower lr)")
+
+            if step % cfg.log.interval == 0 or step == total_steps:
+                stats = reduce_metrics(metrics, opt.global_batch_size, system.distributed)
+                stats = {f"train/{k}": v for k, v in stats.items()} | {
+                    "train/lr": lr, "train/skipped_steps": bad_total, "time/train_seconds": elapsed}
+                logger.log(step, stats)
+                bar.set_postfix(loss=f"{stats.get('train/lm_loss', float('nan')):.3f}",
+                                acc=f"{stats.get('train/accuracy', float('nan')):.3f}",
+                                exact=f"{stats.get('train/exact_accuracy', float('nan')):.3f}", refresh=False)
+            bar.update(1)
+            if eval_every and step % eval_every == 0 and step < total_steps:
+                last_eval = run_eval()
+                logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {"time/train_seconds": elapsed})
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
+                                                       if k in ("exact_accuracy", "accuracy", "halt_steps")))
+            if step % cfg.system.checkpoint_interval == 0 and step < total_steps:
+                checkpoint()
+    finally:
+        bar.close()
+        loader.close()
+
+    final = run_eval()
+    checkpoint()
+    logger.log(step, {f"eval/{k}": v for k, v in final.items()} | {"time/train_seconds": elapsed})
+    logger.close()
+    summary = {"run_dir": str(run_dir), "model": cfg.model, "family": cfg.data.family, "preset": cfg.preset,
+               "steps": step, "train_seconds": round(elapsed, 2), "skipped_steps": bad_total,
+               "eval": final}
+    if system.is_main:
+        write_summary(run_dir / "summary.json", summary)
+        print(f"done: {step} steps in {elapsed:.0f} s; test exact_accuracy {final.get('exact_accuracy', 0):.4f}"
+              f" (summary: {run_dir / 'summary.json'})", flush=True)
+    return summary

@@ -1,0 +1,115 @@
+"""What a run needs besides the loop: its directory, dataset, model and checkpoint payload.
+
+Shared by the trainer (train/loop.py), the evaluator (train/evaluate.py) and the inference tools,
+so that "build the model this config describes for this dataset" exists once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+
+import torch
+
+from models import HaltingModel, ModelConfig, build_model
+from puzzles.dataset import Split, load_split
+from puzzles.errors import UserError
+
+from .config import DERIVED_KEYS, TrainConfig
+from .overrides import ConfigError, apply_overrides, config_from_dict, config_to_dict, diff_configs
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainError(UserError):
+    """A run that cannot start or continue (mismatched dataset, foreign run directory, ...)."""
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.system.run_dir or f"runs/{cfg.data.family}-{cfg.model}-{cfg.preset}")
+
+
+def data_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.data.path or f"data/{cfg.data.family}-{cfg.preset}")
+
+
+def apply_user_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    for item in overrides:
+        key = item.lstrip("-").split("=", 1)[0]
+        if key in DERIVED_KEYS or f"arch.{key}" in DERIVED_KEYS:
+            raise ConfigError(f"{key} cannot be overridden: {DERIVED_KEYS.get(key) or DERIVED_KEYS['arch.' + key]}")
+    return apply_overrides(cfg, overrides)
+
+
+def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
+    """Build the dataset with the preset's builder options when its directory does not exist yet."""
+    path = data_dir_of(cfg)
+    if not path.exists() and is_main:
+        from puzzles.build import main as build_main  # the same code as `python -m puzzles.build`
+        args = [cfg.data.family, "--out", str(path), *shlex.split(cfg.data.build)]
+        print(f"building dataset: python -m puzzles.build {shlex.join(args)}", flush=True)
+        build_main(args)
+    return path
+
+
+def model_config_for(arch: ModelConfig, split: Split, dtype: torch.dtype) -> ModelConfig:
+    """The architecture with the dataset-derived fields filled in."""
+    meta = split.meta
+    try:
+        return dataclasses.replace(
+            arch, seq_len=int(meta["seq_len"]), vocab_size=int(meta["vocab_size"]),
+            num_puzzle_identifiers=int(meta.get("num_puzzle_identifiers", 1)),
+            forward_dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
+    except ValueError as err:
+        raise ConfigError(f"arch does not fit dataset {split.root}: {err}") from None
+
+
+def check_dataset_matches(model_cfg: ModelConfig, split: Split) -> None:
+    """One-line error when a dataset cannot feed a model built for another one."""
+    meta = split.meta
+    for key, have in (("vocab_size", model_cfg.vocab_size), ("seq_len", model_cfg.seq_len)):
+        if int(meta[key]) != have:
+            raise TrainError(f"dataset {split.root} has {key}={meta[key]} but the model expects {have}")
+    ids = int(meta.get("num_puzzle_identifiers", 1))
+    if model_cfg.puzzle_emb_ndim and ids > model_cfg.num_puzzle_identifiers:
+        raise TrainError(f"dataset {split.root} uses {ids} puzzle identifiers but the model's puzzle "
+                         f"embedding has {model_cfg.num_puzzle_identifiers} rows")
+
+
+def make_model(name: str, model_cfg: ModelConfig, device: torch.device, seed: int) -> HaltingModel:
+    torch.manual_seed(seed)  # the same initial weights on every rank and every rerun
+    return build_model(name, model_cfg).to(device)
+
+
+def config_from_checkpoint(payload: dict) -> TrainConfig:
+    try:
+        return config_from_dict(TrainConfig, payload["config"])
+    except (KeyError, ConfigError, TypeError, ValueError) as err:
+        raise TrainError(f"checkpoint holds no usable config ({err})") from None
+
+
+# Keys that may differ between a run and its resumption: how long, how often, where it runs.
+RESUMABLE_CHANGES = ("optim.epochs", "optim.max_steps", "eval.", "log.", "system.checkpoint_interval",
+                     "system.threads", "system.device", "system.compile", "system.run_dir", "data.path",
+                     "data.build")
+# Keys that never make two configs "different" for automatic resumption.
+RUNTIME_KEYS = ("log.progress", "system.threads", "system.run_dir", "system.device", "data.path")
+
+
+def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir: Path) -> bool:
+    """Whether to resume from the checkpoint in `run_dir`; raises when it belongs to another config."""
+    diffs = [k for k in diff_configs(stored, cfg) if not k.startswith(RUNTIME_KEYS)]
+    if not diffs:
+        return True
+    if not resume:
+        raise TrainError(f"{run_dir} holds a run with another config (differs in {', '.join(diffs)}); "
+                         f"pass --resume to continue it, or choose another system.run_dir")
+    fixed = [k for k in diffs if not k.startswith(RESUMABLE_CHANGES)]
+    if fixed:
+        raise TrainError(f"cannot resume {run_dir} with a changed {', '.join(fixed)}; only training length, "
+                         f"evaluation, logging and system keys may change")
+    return True
+
+
+def payload_config(cfg: TrainConfig) -> dict:
+    return config_to_dict(cfg)
