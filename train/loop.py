@@ -28,11 +28,11 @@ from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, s
 from .config import TrainConfig
 from .evaluate import evaluate_split, write_summary
 from .logger import MetricsLogger
-from .optim import EMA, AdamATan2, SparseSignSGD, lr_at
 from .run import (CHECKPOINT, TrainError, check_dataset_matches, config_from_checkpoint, ensure_dataset,
                   make_model, model_config_for, resume_decision, run_dir_of)
 from .overrides import config_to_dict
 from .setup import setup_system, teardown_system
+from .step import TrainStep
 
 
 def steps_per_epoch(split, global_batch_size: int) -> float:
@@ -102,10 +102,6 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
     opt = cfg.optim
-    adam = AdamATan2(model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay)
-    sparse = (SparseSignSGD(model.puzzle_emb, lr=opt.puzzle_emb_lr, weight_decay=opt.puzzle_emb_weight_decay)
-              if model.puzzle_emb is not None else None)
-    ema = EMA(model, opt.ema_rate) if opt.ema else None
     loader = TrainLoader(train_split, opt.global_batch_size, seed=cfg.system.seed, rank=system.rank,
                          world_size=system.world_size, pin_memory=system.device.type == "cuda")
     per_epoch = steps_per_epoch(train_split, opt.global_batch_size)
@@ -113,18 +109,17 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
     if opt.max_steps:
         total_steps = min(total_steps, opt.max_steps)
     eval_every = max(1, round(cfg.eval.interval * per_epoch)) if cfg.eval.interval else 0
+    trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
 
     step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
     if payload is not None:
         model.load_state_dict(payload["model"])
-        adam.load_state_dict(payload["adam"])
-        if sparse is not None:
-            sparse.load_state_dict(payload["sparse"])
-        if ema is not None:
-            ema.load_state_dict(payload["ema"])
+        trainer.load_state_dict(payload["optim"])
         loader.load_state_dict(payload["loader"])
         restore_rng_state(payload["rng"])
         carry = _carry_from(payload["carry"], system.device)
+        if carry is not None and model.puzzle_emb is not None:
+            model.puzzle_emb.prepare(carry.steps.shape[0])  # scratch rows for a hand-built carry
         step, bad_total, elapsed = payload["step"], payload.get("bad_steps", 0), payload.get("elapsed", 0.0)
         last_eval = payload.get("eval", {})
         if system.is_main:
@@ -136,20 +131,18 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
         print(f"{cfg.model} on {cfg.data.family}: {n_params / 1e6:.2f}M parameters, {len(train_split)} train "
               f"examples, {total_steps} steps of batch {opt.global_batch_size} -> {run_dir}", flush=True)
 
-    step_fn = torch.compile(model) if system.compile else model
     logger = MetricsLogger(run_dir, cfg, enabled=system.is_main)
 
     def checkpoint() -> None:
         if system.is_main:
             save_checkpoint(ckpt_path, {
-                "config": config_to_dict(cfg), "model": model.state_dict(), "adam": adam.state_dict(),
-                "sparse": sparse.state_dict() if sparse else None, "ema": ema.state_dict() if ema else None,
+                "config": config_to_dict(cfg), "model": model.state_dict(), "optim": trainer.state_dict(),
                 "loader": loader.state_dict(), "rng": capture_rng_state(), "carry": _carry_state(carry),
                 "step": step, "bad_steps": bad_total, "elapsed": elapsed, "eval": last_eval,
                 "model_config": config_to_dict(model_cfg), "model_name": cfg.model})
 
     def run_eval() -> dict:
-        eval_model = ema.averaged_copy(model) if ema is not None else model
+        eval_model = trainer.ema.averaged_copy(model) if trainer.ema is not None else model
         metrics = evaluate_split(eval_model, test_split, cfg.eval, system, data_dir,
                                  out_dir=run_dir / "eval" / "test" if system.is_main else None,
                                  batch_size=cfg.eval.batch_size or opt.global_batch_size)
@@ -165,35 +158,13 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
             batch = {k: v.to(system.device, non_blocking=True) for k, v in next(loader).items()}
             if carry is None:
                 carry = model.initial_carry(batch)
-            carry, loss, metrics, _, _ = step_fn(carry, batch)
-            (loss / opt.global_batch_size).backward()
-            if system.distributed:
-                for p in model.parameters():
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
             step += 1
-            finite = bool(torch.isfinite(loss).item())
-            if system.distributed:  # every rank must agree to skip
-                flag = torch.tensor([float(finite)], device=system.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                finite = bool(flag.item())
-            lr = lr_at(step, opt.lr, opt.lr_warmup_steps, total_steps, opt.lr_min_ratio)
-            if finite:
+            result = trainer(carry, batch, step)
+            carry, metrics, lr = result.carry, result.metrics, result.lr
+            if result.finite:
                 bad_in_row = 0
-                if sparse is not None:
-                    sparse.param_groups[0]["lr"] = lr_at(step, opt.puzzle_emb_lr, opt.lr_warmup_steps,
-                                                          total_steps, opt.lr_min_ratio)
-                    sparse.step()
-                for group in adam.param_groups:
-                    group["lr"] = lr
-                adam.step()
-                if ema is not None:
-                    ema.update(model)
             else:
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
-            adam.zero_grad(set_to_none=True)
-            if sparse is not None:
-                sparse.zero_grad()
             elapsed += time.perf_counter() - t0
             if bad_in_row >= opt.max_bad_steps:
                 checkpoint()
