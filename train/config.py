@@ -173,10 +173,15 @@ def quick(family: str, model: str) -> TrainConfig:
     optim = OptimConfig(global_batch_size=128, epochs=150, lr=1e-3, lr_warmup_steps=100,
                         weight_decay=1.0, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=1.0)
     ev = EvalConfig(interval=25)
-    if family == "arc":  # ARC needs the per-task puzzle embedding to say which task it is solving
+    if family == "maze":  # 10x10 mazes: 100 cells, ~3x a 6x6 Sudoku per example
+        optim = dataclasses.replace(optim, epochs=40)
+        ev = dataclasses.replace(ev, interval=10)
+    elif family == "arc":  # 900 cells per example: an end-to-end smoke run, not a result
+        # ARC needs the per-task puzzle embedding to say which task it is solving
         arch = dataclasses.replace(arch, puzzle_emb_ndim=128, puzzle_emb_len=1)
-        optim = dataclasses.replace(optim, global_batch_size=32, weight_decay=0.1, puzzle_emb_weight_decay=0.1)
-        ev = dataclasses.replace(ev, max_examples=256)
+        optim = dataclasses.replace(optim, global_batch_size=32, max_steps=300, weight_decay=0.1,
+                                    puzzle_emb_weight_decay=0.1)
+        ev = dataclasses.replace(ev, interval=0, max_examples=128)
     return TrainConfig(model=model, preset="quick", data=DataConfig(family=family, build="--preset cpu"),
                        arch=arch, optim=optim, eval=ev,
                        system=SystemConfig(checkpoint_interval=200))

@@ -1,0 +1,55 @@
+"""Presets and the trainer's command line: `python -m pytest -q tests/test_config.py`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from train.config import FAMILIES, MODEL_NAMES, PRESETS
+from train.overrides import ConfigError
+from train.run import apply_user_overrides
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_every_preset_builds(preset, family, model):
+    cfg = PRESETS[preset](family, model)
+    assert cfg.model == model and cfg.data.family == family and cfg.preset == preset
+    if model == "trm-mlp":
+        assert cfg.arch.mlp_t and cfg.arch.pos_encodings == "none"
+
+
+def test_paper_recipes_match_the_papers():
+    trm_sudoku = PRESETS["paper"]("sudoku", "trm-mlp")
+    assert (trm_sudoku.optim.lr, trm_sudoku.optim.puzzle_emb_lr) == (1e-4, 1e-4)
+    assert (trm_sudoku.optim.weight_decay, trm_sudoku.optim.puzzle_emb_weight_decay) == (1.0, 1.0)
+    assert (trm_sudoku.arch.H_cycles, trm_sudoku.arch.L_cycles) == (3, 6)
+    assert trm_sudoku.optim.global_batch_size == 768 and trm_sudoku.optim.epochs == 50000
+    assert trm_sudoku.optim.ema and trm_sudoku.optim.ema_rate == 0.999
+    trm_arc = PRESETS["paper"]("arc", "trm")
+    assert (trm_arc.arch.H_cycles, trm_arc.arch.L_cycles) == (3, 4)
+    assert trm_arc.optim.puzzle_emb_lr == 1e-2 and trm_arc.optim.weight_decay == 0.1
+    hrm = PRESETS["paper"]("arc", "hrm")
+    assert (hrm.arch.H_layers, hrm.arch.L_layers, hrm.arch.H_cycles, hrm.arch.L_cycles) == (4, 4, 2, 2)
+
+
+def test_overrides_and_derived_keys():
+    cfg = apply_user_overrides(PRESETS["quick"]("sudoku", "trm"), ["arch.L_cycles=2", "lr=3e-4"])
+    assert cfg.arch.L_cycles == 2 and cfg.optim.lr == 3e-4
+    with pytest.raises(ConfigError, match="comes from the dataset"):
+        apply_user_overrides(cfg, ["arch.seq_len=81"])
+    with pytest.raises(ConfigError, match="system.dtype"):
+        apply_user_overrides(cfg, ["forward_dtype=float32"])
+    with pytest.raises(ConfigError, match="hidden_size"):
+        apply_user_overrides(cfg, ["arch.hidden_size=100"])  # not divisible by 4 heads
+
+
+def test_cli_unknown_key_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "train.sudoku", "--model", "trm", "arch.L_cycle=3"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown config key 'arch.L_cycle'; did you mean 'arch.L_cycles'?"]
+    assert not (tmp_path / "data").exists()  # nothing built for a typo
