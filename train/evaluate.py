@@ -10,14 +10,21 @@ examples: accuracy (cells), exact_accuracy (whole answers), q_halt_accuracy, ste
 halt_steps (step at which the halting head first said stop), and per family `valid_solution`
 (Sudoku rules hold / the maze path is a valid shortest path) and, for ARC, pass@K after mapping every
 augmented prediction back and voting, plus a Kaggle `submission.json`.
-Predictions of the first `eval.save_predictions` examples go to `<out>/predictions.npz` for pictures.
+Predictions of the first `eval.save_predictions` examples go to `<out>/predictions.npz` for pictures,
+with `meta.json` and `metrics.json` beside them.
+
+The command line evaluates a saved run (a run directory or its checkpoint.pt: the run's config,
+its EMA weights when it used EMA unless --no-ema, its dataset unless --data) or a bare reference
+state dict (keys `inner.*`, `model.inner.*`, `_orig_mod.model.inner.*`; --model and --data are then
+required and the architecture is the paper preset's for that model, changed with `arch.key=value`).
+Default output: `<run>/eval/<split>`. `key=value` overrides any config key (eval.batch_size=64, ...).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -25,10 +32,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from models import ModelConfig, build_model, load_reference_state_dict
 from puzzles.dataset import Split, load_identifiers, load_split
 from puzzles.errors import run_cli
 
-from .config import EvalConfig
+from .checkpoint import load_checkpoint
+from .config import MODEL_NAMES, PRESETS, EvalConfig
+from .overrides import ConfigError, config_from_dict
+from .run import (CHECKPOINT, TrainError, apply_user_overrides, check_dataset_matches, config_from_checkpoint,
+                  data_dir_of, model_config_for)
+from .setup import setup_system, teardown_system
 
 IGNORE = -100
 
@@ -117,9 +130,9 @@ def run_batches(model, split: Split, batch_size: int, device: torch.device, adap
             q_final = torch.where(finishing, q_halt, q_final)
             steps = torch.where(finishing, k, steps)
             done |= finishing
-            if keep_steps:
-                step_preds.append(p.cpu())
-                step_q.append(torch.sigmoid(q_halt).cpu())
+            if keep_steps:  # rows that finished keep showing their final answer
+                step_preds.append(torch.where(done[:, None], preds, p).cpu())
+                step_q.append(torch.sigmoid(torch.where(done, q_final, q_halt)).cpu())
             if bool(done.all()):
                 break
         keep = valid.numpy()
@@ -141,13 +154,10 @@ def run_batches(model, split: Split, batch_size: int, device: torch.device, adap
             out["step_preds"].append(sp)
             out["step_q"].append(sq)
             kept += int(keep.sum())
-    result = {}
-    for k, v in out.items():
-        if k in ("step_preds", "step_q"):
-            result[k] = np.concatenate(v, axis=1) if v else np.zeros((K, 0) + ((split.meta["seq_len"],) if k == "step_preds" else ()))
-        else:
-            result[k] = np.concatenate(v) if v else np.zeros((0,))
-    return result
+    S = int(split.meta["seq_len"])
+    empty = {"step_preds": (K, 0, S), "step_q": (K, 0), "inputs": (0, S), "labels": (0, S), "preds": (0, S)}
+    return {k: np.concatenate(v, axis=1 if k.startswith("step_") else 0) if v else np.zeros(empty.get(k, (0,)))
+            for k, v in out.items()}
 
 
 def score(res: dict, family: str, info: dict) -> dict[str, float]:
@@ -182,7 +192,7 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
         sums = dict(zip(names, t.cpu().tolist()))
     count = max(sums.pop("count"), 1.0)
     metrics = {k: v / count for k, v in sums.items()} | {"count": count}
-    if family == "arc":
+    if family == "arc" and split.name == "test":  # test_puzzles.json describes the test split only
         metrics |= _arc_vote(res, split, data_dir, out_dir, system)
     if out_dir is not None and system.is_main:
         write_predictions(out_dir, res, cfg.save_predictions, family, info, data_dir, split.name, metrics)
@@ -195,7 +205,9 @@ def _arc_vote(res: dict, split: Split, data_dir: Path, out_dir: Path | None, sys
     if not path.exists():
         return {}
     voter = ArcVoter(json.loads(path.read_text()), load_identifiers(data_dir))
-    voter.add(res["puzzle_identifiers"], res["inputs"], np.where(res["labels"] == IGNORE, 0, res["preds"]),
+    # The raw predictions: the voter crops each one itself (masking with the labels would leak
+    # the true answer's shape into the prediction).
+    voter.add(res["puzzle_identifiers"], res["inputs"], res["preds"],
               1.0 / (1.0 + np.exp(-res["q_halt"].astype(np.float64))))
     if system.distributed:
         states = [None] * system.world_size
@@ -224,6 +236,7 @@ def write_predictions(out_dir: Path, res: dict, n: int, family: str, info: dict,
     os.replace(tmp, out_dir / "predictions.npz")
     _atomic_json(out_dir / "meta.json", {"family": family, **info, "dataset": str(Path(data_dir).resolve()),
                                          "split": split, "metrics": metrics})
+    _atomic_json(out_dir / "metrics.json", metrics)
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -234,3 +247,128 @@ def _atomic_json(path: Path, obj) -> None:
 
 def write_summary(path: Path, summary: dict) -> None:
     _atomic_json(Path(path), summary)
+
+
+# --- command line ------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("target", metavar="RUN_OR_CHECKPOINT", help="run directory, its checkpoint.pt, or a reference state dict")
+    p.add_argument("--data", help="dataset directory (default: the run's own); must fit the model")
+    p.add_argument("--split", default="test", help="dataset split to evaluate (default test)")
+    p.add_argument("--mode", choices=("fixed", "adaptive"), help="fixed: halt_max_steps for every example; "
+                   "adaptive: stop at the halting head's decision (default: the run's eval.mode)")
+    p.add_argument("--out", help="output directory (default RUN/eval/SPLIT)")
+    p.add_argument("--force", action="store_true", help="replace predictions already in --out")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights of a run trained with EMA")
+    p.add_argument("--model", choices=MODEL_NAMES, help="model of a reference state dict (required for those; checked for runs)")
+    p.add_argument("--family", choices=("sudoku", "maze", "arc"),
+                   help="puzzle family for the paper preset of a reference state dict (default: the dataset's)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.batch_size=64")
+    return p
+
+
+def _is_reference(payload: dict) -> bool:
+    state = payload["state_dict"] if isinstance(payload.get("state_dict"), dict) else payload
+    return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def _load(args, ckpt: Path, system_for):
+    """(model, cfg, split, system) for a trainer checkpoint or a reference state dict."""
+    payload = load_checkpoint(ckpt)
+    if "config" in payload and "model" in payload:  # written by train.loop
+        stored = config_from_checkpoint(payload)
+        if args.model and args.model != stored.model:
+            raise TrainError(f"{ckpt} holds a {stored.model} model, not {args.model}")
+        cfg = apply_user_overrides(stored, args.overrides)
+        data_dir = Path(args.data) if args.data else data_dir_of(cfg)
+        if not args.data and not data_dir.is_dir():
+            raise TrainError(f"the run's dataset {data_dir} does not exist here (paths are relative to where "
+                             f"it was trained); pass --data DIR")
+        split = load_split(data_dir, args.split)
+        system = system_for(cfg)
+        try:
+            model_cfg = config_from_dict(ModelConfig, payload["model_config"])
+        except (KeyError, ConfigError):  # older checkpoints: derive it from the run's dataset instead
+            model_cfg = model_config_for(stored.arch, split, system.dtype)
+        changed = {f.name: getattr(cfg.arch, f.name) for f in dataclasses.fields(ModelConfig)
+                   if getattr(cfg.arch, f.name) != getattr(stored.arch, f.name)}  # arch.* overrides
+        try:
+            model_cfg = dataclasses.replace(model_cfg, **changed,
+                                            forward_dtype="bfloat16" if system.dtype == torch.bfloat16 else "float32")
+        except ValueError as err:
+            raise TrainError(f"arch overrides do not fit the checkpoint's model: {err}") from None
+        check_dataset_matches(model_cfg, split)
+        model = build_model(cfg.model, model_cfg)
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as err:
+            raise TrainError(f"{ckpt}: weights do not fit the model ({str(err).splitlines()[1:2] or err})") from None
+        ema = (payload.get("optim") or {}).get("ema")
+        if cfg.optim.ema and ema and not args.no_ema:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(ema["shadow"][name])
+            print("weights: EMA (--no-ema for the raw ones)", flush=True)
+        return model.to(system.device), cfg, split, system
+
+    if not _is_reference(payload):
+        raise TrainError(f"{ckpt} is neither a checkpoint of this trainer nor a reference state dict")
+    if not args.model or not args.data:
+        raise TrainError(f"{ckpt} holds bare reference weights: pass --model NAME and --data DIR (the "
+                         f"architecture is the paper preset's, changed with arch.key=value)")
+    split = load_split(args.data, args.split)
+    family = args.family or family_of(split.meta)[0]
+    if family not in ("sudoku", "maze", "arc"):
+        raise TrainError(f"dataset {args.data} does not say its puzzle family; pass --family sudoku|maze|arc")
+    cfg = apply_user_overrides(PRESETS["paper"](family, args.model), args.overrides)
+    system = system_for(cfg)
+    model = build_model(args.model, model_config_for(cfg.arch, split, system.dtype))
+    try:
+        warnings = load_reference_state_dict(model, payload)
+    except ValueError as err:
+        msg = str(err) if len(str(err)) < 400 else str(err)[:400] + "..."
+        raise TrainError(f"{ckpt}: {msg} (architecture: paper preset for {family}/{args.model} with "
+                         f"{' '.join(args.overrides) or 'no overrides'})") from None
+    for w in warnings:
+        print(f"warning: {w}", flush=True)
+    return model.to(system.device), cfg, split, system
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_intermixed_args(argv)
+    systems = []
+
+    def system_for(cfg):
+        systems.append(setup_system(cfg.system.device, cfg.system.dtype, "off"))
+        return systems[-1]
+
+    target = Path(args.target)
+    ckpt = target / CHECKPOINT if target.is_dir() else target
+    out = Path(args.out) if args.out else ckpt.parent / "eval" / args.split
+    if args.out and (out / "predictions.npz").exists() and not args.force:
+        raise TrainError(f"{out} already holds predictions; pass --force to replace them")
+    try:
+        model, cfg, split, system = _load(args, ckpt, system_for)
+        if args.mode:
+            cfg.eval.mode = args.mode
+        n = min(len(split), cfg.eval.max_examples or len(split))
+        if system.is_main:
+            note = f" (eval.max_examples={cfg.eval.max_examples}; eval.max_examples=0 for all)" if n < len(split) else ""
+            print(f"evaluating {cfg.model} on {n} of {len(split)} examples of {split.root}/{split.name}, "
+                  f"{cfg.eval.mode} mode{note}", flush=True)
+        metrics = evaluate_split(model, split, cfg.eval, system, split.root, out_dir=out,
+                                 batch_size=cfg.eval.batch_size or cfg.optim.global_batch_size)
+        if system.is_main:
+            for k, v in metrics.items():
+                print(f"{k:>18} {v:.4f}" if k != "count" else f"{k:>18} {int(v)}")
+            print(f"wrote {out}", flush=True)
+    finally:
+        for s in systems:
+            teardown_system(s)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
