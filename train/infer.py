@@ -1,0 +1,201 @@
+"""Answer puzzles fast: adaptive halting at inference with continuous depth-wise batching.
+
+    from train.infer import solve
+    result = solve(model, inputs)        # inputs: (N, S) dataset tokens; any trained HaltingModel
+    result.preds, result.steps, result.q_halt_prob          # (N, S), (N,), (N,), in input order
+
+The engine holds a fixed number of slots (static shapes, so a compiled step never recompiles as
+slots refill). Each engine step runs one supervision step (`HaltingModel.step`) for every slot. A
+slot whose halting head says stop emits its answer and, in `continuous` mode, takes the next puzzle
+from the queue at once, starting from the initial states with its step count at 0. Halting rule:
+the model's own (q_halt > 0, or q_halt > q_continue for HRM), or `threshold`: sigmoid(q_halt) >= t;
+always at `max_steps` (default: the model's halt_max_steps).
+
+Modes:
+    fixed       every puzzle runs max_steps steps in whole batches (the reference evaluation)
+    adaptive    per-puzzle halting, whole batches: a batch ends when all of its rows halted
+    continuous  adaptive + slot refilling: no slot idles while puzzles wait
+
+Rows never interact (attention and the token MLP mix positions of one sample only), so a puzzle's
+answer does not depend on which slot or which neighbours it ran with. Empty slots are masked (they
+restart from the initial states every step and their outputs are dropped), never reshaped away.
+`iter_solve` is the streaming form: it takes any iterable of puzzles and yields `Answer`s in the
+order they finish. Benchmark: `python -m bench.inference`; tests: tests/test_infer.py.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from models import Carry, HaltingModel
+
+MODES = ("fixed", "adaptive", "continuous")
+
+
+@dataclass
+class SolveResult:
+    preds: np.ndarray  # (N, S) int32 predicted tokens (dataset token space)
+    steps: np.ndarray  # (N,) int32 supervision steps used
+    q_halt_prob: np.ndarray  # (N,) float32 sigmoid(q_halt) at the answer's step
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass
+class Answer:
+    index: int  # position of the puzzle in the input
+    preds: np.ndarray  # (S,) int32
+    steps: int
+    q_halt_prob: float
+
+
+def _advance(model: HaltingModel, z_H: torch.Tensor, z_L: torch.Tensor, steps: torch.Tensor,
+             fresh: torch.Tensor, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor):
+    """One supervision step for every slot; `fresh` rows restart from the initial states.
+    Tensors in and out only, so `torch.compile` sees one graph with static shapes."""
+    data = {"inputs": inputs, "puzzle_identifiers": puzzle_identifiers}
+    carry = Carry(z_H=z_H, z_L=z_L, steps=steps, halted=fresh, current_data=data)
+    # adaptive=False: the wrapper then halts only at halt_max_steps; the engine decides itself.
+    carry, logits, q_halt, q_continue = model.step(carry, data, adaptive=False)
+    return carry.z_H, carry.z_L, carry.steps, logits.argmax(-1).to(torch.int32), q_halt, q_continue
+
+
+class Engine:
+    """Slots + halting rule over one model; reusable across calls (keeps the compiled step)."""
+
+    def __init__(self, model: HaltingModel, mode: str = "continuous", slots: int = 128,
+                 max_steps: int | None = None, threshold: float | None = None,
+                 device: str | torch.device | None = None, compile: bool = False):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise ValueError(f"slots must be a positive integer, got {slots!r}")
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                      or max_steps < 1):
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if threshold is not None:
+            if mode == "fixed":
+                raise ValueError("threshold has no effect in fixed mode (every puzzle runs max_steps)")
+            if not 0.0 < threshold <= 1.0:
+                raise ValueError(f"threshold must be a probability in (0, 1], got {threshold!r}")
+        self.model, self.mode, self.slots, self.threshold = model, mode, slots, threshold
+        self.max_steps = max_steps or model.config.halt_max_steps
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        model.to(self.device).eval()
+        fn = lambda *args: _advance(model, *args)  # noqa: E731
+        self._step = torch.compile(fn, dynamic=False) if compile else fn
+
+    def _halts(self, steps: torch.Tensor, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+        halt = steps >= self.max_steps
+        if self.mode == "fixed":
+            return halt
+        if self.threshold is not None:
+            return halt | (torch.sigmoid(q_halt) >= self.threshold)
+        if self.model.config.halt_rule == "q_halt":
+            return halt | (q_halt > 0)
+        return halt | (q_halt > q_continue)
+
+    @torch.inference_mode()
+    def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple[np.ndarray, int]],
+            batch_hint: int | None = None) -> Iterator[Answer]:
+        """Yield an `Answer` per puzzle as it finishes. Items are (S,) token arrays or
+        (tokens, puzzle_identifier) pairs; `batch_hint` (the number of puzzles, when known) only
+        shrinks the slot count for inputs smaller than it."""
+        cfg, dev = self.model.config, self.device
+        B = self.slots if batch_hint is None else max(1, min(self.slots, batch_hint))
+        queue = enumerate(puzzles)
+        # Slot state: everything on the device except who occupies which slot.
+        z = torch.zeros(B, cfg.total_len, cfg.hidden_size, dtype=cfg.dtype, device=dev)
+        z_H, z_L = z, z.clone()
+        steps = torch.zeros(B, dtype=torch.int32, device=dev)
+        inputs = torch.zeros(B, cfg.seq_len, dtype=torch.int32, device=dev)
+        pids = torch.zeros(B, dtype=torch.int32, device=dev)
+        owner = np.full(B, -1, dtype=np.int64)  # puzzle index in each slot, -1 = empty
+        drained = False
+        while True:
+            free = np.flatnonzero(owner < 0)
+            refill = self.mode == "continuous" or len(free) == B  # whole-batch modes wait for all
+            fresh = np.zeros(B, dtype=bool)
+            if refill and not drained and len(free):
+                taken = list(itertools.islice(queue, len(free)))
+                drained = len(taken) < len(free)
+                if taken:
+                    slot = free[: len(taken)]
+                    rows, ids = self._rows([item for _, item in taken])
+                    idx = torch.from_numpy(slot).to(dev)
+                    inputs[idx] = torch.from_numpy(rows).to(dev)
+                    pids[idx] = torch.from_numpy(ids).to(dev)
+                    owner[slot] = [i for i, _ in taken]
+                    fresh[slot] = True
+            busy = owner >= 0
+            if not busy.any():
+                return
+            fresh |= ~busy  # empty slots restart every step: bounded, and their output is dropped
+            z_H, z_L, steps, preds, q_halt, q_continue = self._step(
+                z_H, z_L, steps, torch.from_numpy(fresh).to(dev), inputs, pids)
+            halt = self._halts(steps, q_halt, q_continue) & torch.from_numpy(busy).to(dev)
+            done = torch.nonzero(halt).squeeze(-1)
+            if done.numel() == 0:
+                continue
+            out_preds = preds[done].cpu().numpy()
+            out_steps = steps[done].cpu().numpy()
+            out_prob = torch.sigmoid(q_halt[done]).cpu().numpy()
+            slots_done = done.cpu().numpy()
+            for j, s in enumerate(slots_done):
+                yield Answer(int(owner[s]), out_preds[j], int(out_steps[j]), float(out_prob[j]))
+            owner[slots_done] = -1
+
+    def _rows(self, items: list) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.model.config
+        pairs = [it if isinstance(it, tuple) else (it, 0) for it in items]
+        rows = np.stack([np.asarray(x) for x, _ in pairs]).astype(np.int32)
+        ids = np.array([int(p) for _, p in pairs], dtype=np.int32)
+        if rows.ndim != 2 or rows.shape[1] != cfg.seq_len:
+            raise ValueError(f"puzzles must have seq_len={cfg.seq_len} tokens, got shape {rows.shape[1:]}")
+        if rows.min() < 0 or rows.max() >= cfg.vocab_size:
+            raise ValueError(f"tokens must lie in 0..{cfg.vocab_size - 1}, got {rows.min()}..{rows.max()}")
+        limit = max(cfg.num_puzzle_identifiers, 1)
+        if ids.min() < 0 or ids.max() >= limit:
+            raise ValueError(f"puzzle identifiers must lie in 0..{limit - 1}, got {ids.min()}..{ids.max()}")
+        return rows, ids
+
+    def solve(self, inputs: np.ndarray, puzzle_identifiers: np.ndarray | None = None) -> SolveResult:
+        """All puzzles of `inputs` (N, S); results in input order."""
+        inputs = np.asarray(inputs)
+        if inputs.ndim != 2:
+            raise ValueError(f"inputs must be a (N, seq_len) array, got shape {inputs.shape}")
+        n, seq = inputs.shape
+        ids = (np.zeros(n, dtype=np.int32) if puzzle_identifiers is None
+               else np.asarray(puzzle_identifiers).astype(np.int32).reshape(-1))
+        if len(ids) != n:
+            raise ValueError(f"puzzle_identifiers has {len(ids)} entries for {n} puzzles")
+        preds = np.zeros((n, seq), dtype=np.int32)
+        steps = np.zeros(n, dtype=np.int32)
+        prob = np.zeros(n, dtype=np.float32)
+        for a in self.run(zip(inputs, ids.tolist()), batch_hint=n):
+            preds[a.index], steps[a.index], prob[a.index] = a.preds, a.steps, a.q_halt_prob
+        return SolveResult(preds, steps, prob)
+
+
+def solve(model: HaltingModel, inputs: np.ndarray, puzzle_identifiers: np.ndarray | None = None,
+          mode: str = "continuous", slots: int = 128, max_steps: int | None = None,
+          threshold: float | None = None, device: str | torch.device | None = None,
+          compile: bool = False) -> SolveResult:
+    """Solve (N, S) puzzles with `model`; see the module docstring for the modes and halting rule."""
+    engine = Engine(model, mode=mode, slots=slots, max_steps=max_steps, threshold=threshold,
+                    device=device, compile=compile)
+    return engine.solve(inputs, puzzle_identifiers)
+
+
+def iter_solve(model: HaltingModel, puzzles: Iterable, mode: str = "continuous", slots: int = 128,
+               max_steps: int | None = None, threshold: float | None = None,
+               device: str | torch.device | None = None, compile: bool = False) -> Iterator[Answer]:
+    """Streaming form: `Answer`s in the order puzzles finish (each carries its input index)."""
+    engine = Engine(model, mode=mode, slots=slots, max_steps=max_steps, threshold=threshold,
+                    device=device, compile=compile)
+    yield from engine.run(puzzles)

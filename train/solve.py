@@ -1,0 +1,247 @@
+"""Solve puzzles from a file with a trained checkpoint, halting each puzzle when the model is done.
+
+    python -m train.solve runs/sudoku-trm-mlp-quick/checkpoint.pt puzzles.txt
+    python -m train.solve runs/maze-trm-quick/checkpoint.pt maze-hard.csv --mode continuous --slots 256
+
+Input: for a Sudoku model, one puzzle per line (n*n cells, '.' or '0' blank, side n from the
+model; blank lines and '#' comments skipped) or a Sudoku-Extreme CSV (`source,question,answer,
+rating`); for a maze model, a Maze-Hard CSV. Output: one answer line per puzzle (Sudoku digits,
+or the maze grid with its path as `o`; '?' marks a cell the model left as padding), then a summary
+on stderr: puzzles/s, mean steps, exact accuracy when the file has answers, and the share of
+answers that satisfy the puzzle's own rules. The engine is `train.infer` (modes explained there).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from models import HaltingModel, ModelConfig, build_model
+from puzzles import maze, sudoku
+from puzzles.errors import PuzzleError, UserError, run_cli
+
+from .checkpoint import load_checkpoint
+from .infer import MODES, Engine
+
+SUDOKU_BOX = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)}
+CSV_HEADER = ["source", "question", "answer", "rating"]
+
+
+def load_model(path: str | os.PathLike, ema: bool = False) -> tuple[HaltingModel, dict]:
+    """The model a training checkpoint describes, with its raw (or --ema averaged) weights."""
+    payload = load_checkpoint(path)
+    try:
+        model = build_model(payload["model_name"], ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"checkpoint {path} does not describe a model of this version ({err})") from None
+    if ema:
+        shadow = ((payload.get("optim") or {}).get("ema") or {}).get("shadow")
+        if not shadow:
+            raise UserError(f"--ema: checkpoint {path} holds no EMA weights (trained with optim.ema=false)")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in shadow.items():
+                params[name].copy_(value)
+    return model, payload
+
+
+# --- reading puzzles ---------------------------------------------------------------------------
+
+def _kind(text: str) -> str | None:
+    """What a cell string looks like ('9x9 sudoku', '30x30 maze'), to name a family mismatch."""
+    side = math.isqrt(len(text))
+    if not text or side * side != len(text):
+        return None
+    if set(text) <= set(maze.CHARS):
+        return f"{side}x{side} maze"
+    if set(text.upper()) <= set(sudoku.CHARS + "0"):
+        return f"{side}x{side} sudoku"
+    return None
+
+
+def _sudoku_tokens(cells: str, n: int) -> np.ndarray:
+    if len(cells) != n * n:
+        raise ValueError(f"expected {n * n} cells for a {n}x{n} sudoku, got {len(cells)}")
+    values = [0 if ch == "0" else sudoku.CHARS.find(ch.upper()) for ch in cells]
+    bad = next((ch for ch, v in zip(cells, values) if not 0 <= v <= n), None)
+    if bad is not None:
+        raise ValueError(f"invalid character {bad!r} in a {n}x{n} sudoku (cells: '.', '0', {sudoku.CHARS[1:n + 1]})")
+    return np.array(values, dtype=np.int32) + 1
+
+
+def _maze_tokens(cells: str, n: int) -> np.ndarray:
+    grid = maze.encode(cells)  # ValueError on a bad character or a non-square string
+    if grid.shape[0] != n:
+        raise ValueError(f"a {grid.shape[0]}x{grid.shape[0]} maze, but the model solves {n}x{n} mazes")
+    return grid.reshape(-1).astype(np.int32)
+
+
+def read_puzzles(path: Path, family: str, n: int):
+    """(puzzles [(line, inputs, labels or None)], errors [(line, message)], kinds seen on bad lines)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PuzzleError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    first = next((line for line in lines if line.strip()), "")
+    is_csv = [h.strip() for h in first.split(",")[:4]] == CSV_HEADER
+    if family == "maze" and first and not is_csv:
+        kind = _kind(first.split()[0])
+        if kind and kind.endswith("sudoku"):
+            raise PuzzleError(f"{path} holds {kind} puzzles but the checkpoint is a {n}x{n} maze model")
+        raise PuzzleError(f"{path}:1: a maze model reads a Maze-Hard CSV with the header "
+                          f"{','.join(CSV_HEADER)}; got {first[:40]!r}")
+    tokens = _maze_tokens if family == "maze" else _sudoku_tokens
+    puzzles, errors, kinds = [], [], set()
+    header_seen = False
+    for lineno, line in enumerate(lines, 1):
+        if is_csv:
+            if not line.strip():
+                continue
+            if not header_seen:
+                header_seen = True
+                continue
+            fields = line.split(",")
+            if len(fields) != 4:
+                errors.append((lineno, f"expected 4 columns (source,question,answer,rating), got {len(fields)}"))
+                continue
+            cells, answer = fields[1], fields[2]
+        else:
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            cells, answer = text.split()[0], None
+        try:
+            x = tokens(cells, n)
+            y = tokens(answer, n) if answer is not None else None
+        except ValueError as err:
+            errors.append((lineno, str(err)))
+            kinds.add(_kind(cells))
+            continue
+        puzzles.append((lineno, x, y))
+    kinds.discard(None)
+    return puzzles, errors, kinds
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+def answer_text(family: str, tokens: np.ndarray) -> str:
+    chars = "?" + (maze.CHARS if family == "maze" else sudoku.CHARS)  # token t -> chars[t]; 0 = padding
+    return "".join(chars[t] if 0 <= t < len(chars) else "?" for t in tokens.tolist())
+
+
+def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray) -> bool:
+    """Does the answer satisfy the puzzle's own rules (whatever the file's answer says)?"""
+    if family == "maze":
+        return bool(maze.check_path(x.reshape(n, n), pred.reshape(n, n)))
+    if not ((pred >= 2) & (pred <= n + 1)).all():
+        return False
+    return bool(sudoku.check(sudoku.decode(pred, n), SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.solve", description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0 all puzzles solved (right or wrong); 1 some input lines were not puzzles "
+               "(each reported as FILE:LINE on stderr; the others are still solved); 2 unusable "
+               "checkpoint, file or option (e.g. puzzles of another family or size than the model's).")
+    p.add_argument("checkpoint", help="a training checkpoint (runs/<name>/checkpoint.pt)")
+    p.add_argument("file", help="puzzles: Sudoku lines or Sudoku-Extreme CSV; Maze-Hard CSV for maze models")
+    p.add_argument("--mode", choices=MODES, default="continuous",
+                   help="continuous (default): halt per puzzle, refill slots; adaptive: halt per puzzle, "
+                        "whole batches; fixed: every puzzle runs max-steps (the reference)")
+    p.add_argument("--slots", type=int, default=128, help="puzzles in flight at once (default 128)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="halt when sigmoid(q_halt) >= P instead of the model's own rule")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="supervision steps at most (default: the model's halt_max_steps)")
+    p.add_argument("--out", help="write the answers here instead of stdout")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights (default: raw weights)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-step function")
+    return p
+
+
+def _device(choice: str) -> torch.device:
+    from .setup import setup_system
+    return setup_system(device=choice, verbose=False).device
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.slots < 1:
+        raise UserError(f"--slots must be positive, got {args.slots}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps must be positive, got {args.max_steps}")
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+        raise UserError(f"--threshold must be a probability in (0, 1], got {args.threshold}")
+    if args.threshold is not None and args.mode == "fixed":
+        raise UserError("--threshold has no effect with --mode fixed")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.force:
+        raise UserError(f"--out {out} exists; pass --force to overwrite it")
+    path = Path(args.file)
+    if not path.is_file():
+        raise PuzzleError(f"{path} does not exist or is not a file")
+
+    model, payload = load_model(args.checkpoint, ema=args.ema)
+    family = ((payload.get("config") or {}).get("data") or {}).get("family")
+    n = math.isqrt(model.config.seq_len)
+    if family not in ("sudoku", "maze") or n * n != model.config.seq_len or (family == "sudoku" and n not in SUDOKU_BOX):
+        raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku and maze models")
+    puzzles, errors, kinds = read_puzzles(path, family, n)
+    want = f"{n}x{n} {family}"
+    if not puzzles and kinds - {want}:
+        raise PuzzleError(f"{path} holds {' and '.join(sorted(kinds))} puzzles but checkpoint {args.checkpoint} "
+                          f"is a {want} model")
+    for lineno, message in errors:
+        print(f"{path}:{lineno}: {message}", file=sys.stderr)
+
+    engine = Engine(model, mode=args.mode, slots=args.slots, max_steps=args.max_steps,
+                    threshold=args.threshold, device=_device(args.device), compile=args.compile)
+    inputs = np.stack([x for _, x, _ in puzzles]) if puzzles else np.zeros((0, model.config.seq_len), np.int32)
+    start = time.perf_counter()
+    result = engine.solve(inputs)
+    seconds = time.perf_counter() - start
+    text = "".join(answer_text(family, p) + "\n" for p in result.preds)
+    if out is not None:
+        write_atomic(out, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    count = len(puzzles)
+    summary = [f"{count} puzzles in {seconds:.2f} s ({count / max(seconds, 1e-9):.1f} puzzles/s), "
+               f"mode {args.mode}, {engine.slots} slots"]
+    if count:
+        valid = np.mean([is_valid(family, n, x, p) for (_, x, _), p in zip(puzzles, result.preds)])
+        summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}")
+        summary.append(f"valid {100 * valid:.1f}%")
+        labelled = [(y, p) for (_, _, y), p in zip(puzzles, result.preds) if y is not None]
+        if labelled:
+            exact = np.mean([np.array_equal(y, p) for y, p in labelled])
+            summary.append(f"exact accuracy {100 * exact:.1f}% ({len(labelled)} answers)")
+    if errors:
+        summary.append(f"{len(errors)} bad lines skipped")
+    print("; ".join(summary), file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
