@@ -283,10 +283,9 @@ def test_cli_errors_are_one_line(tmp_path, sudoku_data, trained_run, capsys):
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()  # nothing half-made
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["unknown_key", "truncated_checkpoint"])
 def test_subprocess_errors_exit_2_without_traceback(tmp_path, trained_run, case):
-    """The real entry points, as a user runs them (4-5 s each: a fresh interpreter imports torch)."""
+    """The real entry points, as a user runs them (2-3 s each: a fresh interpreter imports torch)."""
     if case == "unknown_key":
         cmd = ["train.sudoku", "--model", "trm-mlp", "optim.lrr=1"]
     else:

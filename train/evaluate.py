@@ -194,9 +194,22 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
     metrics = {k: v / count for k, v in sums.items()} | {"count": count}
     if family == "arc" and split.name == "test":  # test_puzzles.json describes the test split only
         metrics |= _arc_vote(res, split, data_dir, out_dir, system)
+    rows = _first_rows(res, cfg.save_predictions, system)  # collective: every rank takes part
     if out_dir is not None and system.is_main:
-        write_predictions(out_dir, res, cfg.save_predictions, family, info, data_dir, split.name, metrics)
+        write_predictions(out_dir, rows, family, info, data_dir, split.name, metrics)
     return metrics
+
+
+def _first_rows(res: dict, n: int, system) -> dict:
+    """The first `n` examples (by index) of the whole split, gathered from every rank."""
+    part = {k: v[:, :n] if k.startswith("step_") else v[:n] for k, v in res.items()}
+    if not system.distributed:
+        return part
+    parts = [None] * system.world_size
+    dist.all_gather_object(parts, part)  # each rank's first n rows hold the global first n
+    merged = {k: np.concatenate([p[k] for p in parts], axis=1 if k.startswith("step_") else 0) for k in part}
+    order = np.argsort(merged["index"], kind="stable")[:n]
+    return {k: v[:, order] if k.startswith("step_") else v[order] for k, v in merged.items()}
 
 
 def _arc_vote(res: dict, split: Split, data_dir: Path, out_dir: Path | None, system) -> dict[str, float]:
@@ -221,18 +234,16 @@ def _arc_vote(res: dict, split: Split, data_dir: Path, out_dir: Path | None, sys
     return voter.pass_at()
 
 
-def write_predictions(out_dir: Path, res: dict, n: int, family: str, info: dict, data_dir: Path,
+def write_predictions(out_dir: Path, res: dict, family: str, info: dict, data_dir: Path,
                       split: str, metrics: dict) -> None:
+    """predictions.npz (dataset token space, labels 0 = ignore), meta.json and metrics.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n = min(n, len(res["preds"]))
-    labels = np.where(res["labels"][:n] == IGNORE, 0, res["labels"][:n])
     tmp = out_dir / "predictions.tmp.npz"
-    np.savez_compressed(tmp, inputs=res["inputs"][:n], labels=labels, preds=res["preds"][:n],
-                        step_preds=res["step_preds"][:, :n], q_halt=res["step_q"][:, :n].astype(np.float32),
-                        steps=res["halt_steps"][:n].astype(np.int32), steps_run=res["steps"][:n].astype(np.int32),
-                        puzzle_identifiers=res["puzzle_identifiers"][:n].astype(np.int32),
-                        index=res["index"][:n])
+    np.savez_compressed(tmp, inputs=res["inputs"], labels=np.where(res["labels"] == IGNORE, 0, res["labels"]),
+                        preds=res["preds"], step_preds=res["step_preds"], q_halt=res["step_q"].astype(np.float32),
+                        steps=res["halt_steps"].astype(np.int32), steps_run=res["steps"].astype(np.int32),
+                        puzzle_identifiers=res["puzzle_identifiers"].astype(np.int32), index=res["index"])
     os.replace(tmp, out_dir / "predictions.npz")
     _atomic_json(out_dir / "meta.json", {"family": family, **info, "dataset": str(Path(data_dir).resolve()),
                                          "split": split, "metrics": metrics})
