@@ -352,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     systems = []
 
     def system_for(cfg):
+        if cfg.system.threads:
+            torch.set_num_threads(cfg.system.threads)
         systems.append(setup_system(cfg.system.device, cfg.system.dtype, "off"))
         return systems[-1]
 
