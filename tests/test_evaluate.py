@@ -199,6 +199,11 @@ def test_cli_on_a_run_reproduces_the_trainers_evaluation(trained_run, tmp_path, 
     cli([str(run / "checkpoint.pt"), "--no-ema", "--out", str(tmp_path / "raw"), "--mode", "adaptive"], capsys)
     raw = np.load(tmp_path / "raw" / "predictions.npz")
     assert not np.array_equal(raw["q_halt"], old["q_halt"])
+    # more supervision steps at test time than in training: an arch override of the run's model
+    cli([str(run), "arch.halt_max_steps=5", "--out", str(tmp_path / "longer")], capsys)
+    longer = np.load(tmp_path / "longer" / "predictions.npz")
+    assert longer["step_preds"].shape[0] == 5 and (longer["steps_run"] == 5).all()
+    np.testing.assert_array_equal(longer["step_preds"][:3], old["step_preds"])  # same first 3 steps
     meta = json.loads((tmp_path / "raw" / "meta.json").read_text())
     assert meta["family"] == "sudoku" and meta["split"] == "test" and meta["box"] == [2, 2]
     assert meta["metrics"] == json.loads((tmp_path / "raw" / "metrics.json").read_text())
@@ -212,6 +217,8 @@ def test_cli_refusals(trained_run, tmp_path, capsys):
     assert "--force" in err
     _, err = cli([str(trained_run), "--model", "hrm", "--out", str(tmp_path / "o")], capsys, 2)
     assert "holds a trm-mlp model" in err
+    _, err = cli([str(trained_run), "arch.hidden_size=64", "--out", str(tmp_path / "o")], capsys, 2)
+    assert "weights do not fit the model" in err and "size mismatch" in err
     _, err = cli([str(tmp_path / "nowhere")], capsys, 2)
     assert "does not exist" in err
     bad = tmp_path / "bad.pt"

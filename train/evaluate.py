@@ -314,8 +314,9 @@ def _load(args, ckpt: Path, system_for):
         model = build_model(cfg.model, model_cfg)
         try:
             model.load_state_dict(payload["model"])
-        except RuntimeError as err:
-            raise TrainError(f"{ckpt}: weights do not fit the model ({str(err).splitlines()[1:2] or err})") from None
+        except RuntimeError as err:  # e.g. an arch override that changes a weight's shape
+            lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+            raise TrainError(f"{ckpt}: weights do not fit the model ({lines[min(1, len(lines) - 1)][:300]})") from None
         ema = (payload.get("optim") or {}).get("ema")
         if cfg.optim.ema and ema and not args.no_ema:
             with torch.no_grad():
