@@ -15,13 +15,21 @@ from .overrides import config_to_dict
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, cfg, enabled: bool = True):
+    def __init__(self, run_dir: Path, cfg, enabled: bool = True, resume_step: int | None = None):
         self.enabled = enabled
         self.wandb = None
         self.start = time.time()
         if not enabled:
             return
-        self.file = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
+        path = Path(run_dir) / "metrics.jsonl"
+        if resume_step is not None and path.exists():
+            # A killed run logged past its last checkpoint; those steps are about to be redone.
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, path)
+        self.file = open(path, "a", encoding="utf-8")
         if cfg.log.logger == "wandb":
             os.environ.setdefault("WANDB_MODE", "offline")
             os.environ.setdefault("WANDB_SILENT", "true")

@@ -11,8 +11,6 @@ run resumes bit-identically on CPU.
 """
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 
@@ -131,7 +129,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
         print(f"{cfg.model} on {cfg.data.family}: {n_params / 1e6:.2f}M parameters, {len(train_split)} train "
               f"examples, {total_steps} steps of batch {opt.global_batch_size} -> {run_dir}", flush=True)
 
-    logger = MetricsLogger(run_dir, cfg, enabled=system.is_main)
+    logger = MetricsLogger(run_dir, cfg, enabled=system.is_main, resume_step=step if payload is not None else None)
 
     def checkpoint() -> None:
         if system.is_main:
@@ -187,6 +185,9 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
                                                        if k in ("exact_accuracy", "accuracy", "halt_steps")))
             if step % cfg.system.checkpoint_interval == 0 and step < total_steps:
                 checkpoint()
+    except BaseException:
+        logger.close()
+        raise
     finally:
         bar.close()
         loader.close()

@@ -16,7 +16,7 @@ from puzzles.dataset import Split, load_split
 from puzzles.errors import UserError
 
 from .config import DERIVED_KEYS, TrainConfig
-from .overrides import ConfigError, apply_overrides, config_from_dict, config_to_dict, diff_configs
+from .overrides import ConfigError, apply_overrides, config_from_dict, diff_configs
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -109,7 +109,3 @@ def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir
         raise TrainError(f"cannot resume {run_dir} with a changed {', '.join(fixed)}; only training length, "
                          f"evaluation, logging and system keys may change")
     return True
-
-
-def payload_config(cfg: TrainConfig) -> dict:
-    return config_to_dict(cfg)
