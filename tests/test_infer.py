@@ -144,6 +144,7 @@ def test_small_and_empty_queues(model, x):
     assert len(few) == 3 and np.array_equal(few.steps, solve(model, x, slots=4).steps[:3])
     empty = solve(model, np.zeros((0, 16), dtype=np.int32))
     assert empty.preds.shape == (0, 16) and empty.steps.shape == (0,) and empty.q_halt_prob.shape == (0,)
+    assert len(solve(model, [])) == 0
     assert list(iter_solve(model, [])) == []
 
 

@@ -41,6 +41,7 @@ class SolveResult:
     preds: np.ndarray  # (N, S) int32 predicted tokens (dataset token space)
     steps: np.ndarray  # (N,) int32 supervision steps used
     q_halt_prob: np.ndarray  # (N,) float32 sigmoid(q_halt) at the answer's step
+    q_halt_logit: np.ndarray  # (N,) float32 q_halt itself (>= 0 <=> "I am right", for evaluation)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -52,6 +53,7 @@ class Answer:
     preds: np.ndarray  # (S,) int32
     steps: int
     q_halt_prob: float
+    q_halt_logit: float
 
 
 def _advance(model: HaltingModel, z_H: torch.Tensor, z_L: torch.Tensor, steps: torch.Tensor,
@@ -89,6 +91,7 @@ class Engine:
         model.to(self.device).eval()
         fn = lambda *args: _advance(model, *args)  # noqa: E731
         self._step = torch.compile(fn, dynamic=False) if compile else fn
+        self.calls = 0  # batched supervision steps run so far (each costs `slots` rows of compute)
 
     def _halts(self, steps: torch.Tensor, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
         halt = steps >= self.max_steps
@@ -136,6 +139,7 @@ class Engine:
             if not busy.any():
                 return
             fresh |= ~busy  # empty slots restart every step: bounded, and their output is dropped
+            self.calls += 1
             z_H, z_L, steps, preds, q_halt, q_continue = self._step(
                 z_H, z_L, steps, torch.from_numpy(fresh).to(dev), inputs, pids)
             halt = self._halts(steps, q_halt, q_continue) & torch.from_numpy(busy).to(dev)
@@ -144,10 +148,11 @@ class Engine:
                 continue
             out_preds = preds[done].cpu().numpy()
             out_steps = steps[done].cpu().numpy()
-            out_prob = torch.sigmoid(q_halt[done]).cpu().numpy()
+            out_q = q_halt[done].float()
+            out_prob, out_q = torch.sigmoid(out_q).cpu().numpy(), out_q.cpu().numpy()
             slots_done = done.cpu().numpy()
             for j, s in enumerate(slots_done):
-                yield Answer(int(owner[s]), out_preds[j], int(out_steps[j]), float(out_prob[j]))
+                yield Answer(int(owner[s]), out_preds[j], int(out_steps[j]), float(out_prob[j]), float(out_q[j]))
             owner[slots_done] = -1
 
     def _rows(self, items: list) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +172,8 @@ class Engine:
     def solve(self, inputs: np.ndarray, puzzle_identifiers: np.ndarray | None = None) -> SolveResult:
         """All puzzles of `inputs` (N, S); results in input order."""
         inputs = np.asarray(inputs)
+        if inputs.size == 0:
+            inputs = inputs.reshape(0, self.model.config.seq_len)
         if inputs.ndim != 2:
             raise ValueError(f"inputs must be a (N, seq_len) array, got shape {inputs.shape}")
         n, seq = inputs.shape
@@ -176,10 +183,11 @@ class Engine:
             raise ValueError(f"puzzle_identifiers has {len(ids)} entries for {n} puzzles")
         preds = np.zeros((n, seq), dtype=np.int32)
         steps = np.zeros(n, dtype=np.int32)
-        prob = np.zeros(n, dtype=np.float32)
+        prob, logit = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
         for a in self.run(zip(inputs, ids.tolist()), batch_hint=n):
-            preds[a.index], steps[a.index], prob[a.index] = a.preds, a.steps, a.q_halt_prob
-        return SolveResult(preds, steps, prob)
+            preds[a.index], steps[a.index] = a.preds, a.steps
+            prob[a.index], logit[a.index] = a.q_halt_prob, a.q_halt_logit
+        return SolveResult(preds, steps, prob, logit)
 
 
 def solve(model: HaltingModel, inputs: np.ndarray, puzzle_identifiers: np.ndarray | None = None,

@@ -1,0 +1,140 @@
+"""Inference speed: fixed vs adaptive vs continuous halting on a held-out split, and accuracy vs threshold.
+
+    python -m bench.inference                                    # runs/sudoku-trm-mlp-quick + its dataset
+    python -m bench.inference --checkpoint runs/x/checkpoint.pt --data data/sudoku-quick --slots 256
+
+For each mode (train/infer.py) it solves the whole split with the same slot count and reports
+puzzles/s (best of --repeats timed runs, after one warm-up), mean supervision steps per puzzle,
+batched step calls, exact accuracy (every labelled cell right) and the share of answers that obey
+the puzzle's rules. Then `continuous` once per halting threshold (sigmoid(q_halt) >= t) and with the
+model's own rule. Timings on a shared CPU are noisy: the modes are interleaved, best run kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from puzzles.dataset import load_split
+from puzzles.errors import UserError, run_cli
+from train.infer import MODES, Engine, SolveResult
+from train.solve import SUDOKU_BOX, is_valid, load_model
+
+
+def load_examples(data: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(inputs, labels (0 = ignore), puzzle identifiers per example, dataset.json) of a split."""
+    s = load_split(data, split)
+    rows = np.arange(len(s) if not limit else min(limit, len(s)))
+    inputs, labels = s.examples(rows)
+    ids = np.repeat(s.puzzle_identifiers, np.diff(s.puzzle_indices))[rows]
+    return inputs, labels, ids, s.meta
+
+
+def exact_accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
+    mask = labels != 0
+    return float(((preds == labels) | ~mask).all(-1)[mask.any(-1)].mean()) if len(labels) else 0.0
+
+
+def timed(engine: Engine, inputs: np.ndarray, ids: np.ndarray) -> tuple[float, SolveResult, int]:
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize(engine.device)
+    before = engine.calls
+    start = time.perf_counter()
+    result = engine.solve(inputs, ids)  # returns numpy arrays: the device work is done
+    return time.perf_counter() - start, result, engine.calls - before
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default="runs/sudoku-trm-mlp-quick/checkpoint.pt")
+    p.add_argument("--data", help="dataset directory (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--slots", type=int, default=128)
+    p.add_argument("--max-examples", type=int, default=0, help="> 0: only the first N examples")
+    p.add_argument("--thresholds", default="0.5,0.7,0.9,0.99")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per mode (best kept)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    p.add_argument("--threads", type=int, default=0, help="> 0 sets torch's CPU threads")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        thresholds = [float(t) for t in args.thresholds.split(",") if t]
+    except ValueError:
+        raise UserError(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}") from None
+
+    model, payload = load_model(args.checkpoint, ema=args.ema)
+    cfg = payload.get("config") or {}
+    data = Path(args.data or (cfg.get("data") or {}).get("path")
+                or f"data/{(cfg.get('data') or {}).get('family')}-{cfg.get('preset', 'quick')}")
+    inputs, labels, ids, meta = load_examples(data, args.split, args.max_examples)
+    mc = model.config
+    if int(meta["seq_len"]) != mc.seq_len or int(meta["vocab_size"]) != mc.vocab_size:
+        raise UserError(f"dataset {data} (seq_len {meta['seq_len']}, vocab {meta['vocab_size']}) does not fit "
+                        f"the model (seq_len {mc.seq_len}, vocab {mc.vocab_size})")
+    from train.setup import setup_system
+    device = setup_system(device=args.device, verbose=False).device
+    family, n = meta.get("family"), math.isqrt(mc.seq_len)
+    checkable = family == "maze" or (family == "sudoku" and n in SUDOKU_BOX)
+
+    def valid_rate(preds: np.ndarray) -> float:
+        return float(np.mean([is_valid(family, n, x, y) for x, y in zip(inputs, preds)])) if checkable else float("nan")
+
+    print(f"{args.checkpoint}: {payload.get('model_name')} ({mc.forward_dtype}, halt_max_steps {mc.halt_max_steps}, "
+          f"rule {mc.halt_rule}) on {data}/{args.split}: {len(inputs)} puzzles, {args.slots} slots, {device}, "
+          f"{torch.get_num_threads()} threads, compile {'on' if args.compile else 'off'}", flush=True)
+    engines = {m: Engine(model, mode=m, slots=args.slots, device=device, compile=args.compile) for m in MODES}
+    for engine in engines.values():  # warm-up (compilation, allocator, caches)
+        engine.solve(inputs[: args.slots], ids[: args.slots])
+    best: dict[str, tuple[float, SolveResult, int]] = {}
+    for _ in range(max(1, args.repeats)):
+        for mode, engine in engines.items():
+            run = timed(engine, inputs, ids)
+            if mode not in best or run[0] < best[mode][0]:
+                best[mode] = run
+
+    rows = []
+    print(f"\n| mode | puzzles/s | speed-up | mean steps | step calls | exact acc | valid |\n|---|---|---|---|---|---|---|")
+    for mode, (seconds, result, calls) in best.items():
+        row = {"mode": mode, "puzzles_per_s": len(inputs) / seconds, "mean_steps": float(result.steps.mean()),
+               "step_calls": calls, "exact_accuracy": exact_accuracy(result.preds, labels),
+               "valid": valid_rate(result.preds)}
+        row["speedup"] = row["puzzles_per_s"] / (len(inputs) / best["fixed"][0])
+        rows.append(row)
+        print(f"| {mode} | {row['puzzles_per_s']:.1f} | {row['speedup']:.2f}x | {row['mean_steps']:.2f} | {calls} | "
+              f"{100 * row['exact_accuracy']:.2f}% | {100 * row['valid']:.2f}% |", flush=True)
+
+    table = []
+    print(f"\n| halting (continuous) | puzzles/s | mean steps | exact acc | valid |\n|---|---|---|---|---|")
+    for t in [None, *thresholds]:
+        engine = engines["continuous"] if t is None else Engine(
+            model, mode="continuous", slots=args.slots, threshold=t, device=device, compile=args.compile)
+        seconds, result, _ = timed(engine, inputs, ids)
+        name = f"model rule ({mc.halt_rule})" if t is None else f"sigmoid(q_halt) >= {t:g}"
+        row = {"halting": name, "threshold": t, "puzzles_per_s": len(inputs) / seconds,
+               "mean_steps": float(result.steps.mean()), "exact_accuracy": exact_accuracy(result.preds, labels),
+               "valid": valid_rate(result.preds)}
+        table.append(row)
+        print(f"| {name} | {row['puzzles_per_s']:.1f} | {row['mean_steps']:.2f} | "
+              f"{100 * row['exact_accuracy']:.2f}% | {100 * row['valid']:.2f}% |", flush=True)
+    if args.json:
+        out = Path(args.json)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps({"checkpoint": args.checkpoint, "data": str(data), "split": args.split,
+                                   "puzzles": len(inputs), "slots": args.slots, "device": str(device),
+                                   "modes": rows, "thresholds": table}, indent=1))
+        tmp.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
