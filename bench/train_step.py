@@ -1,0 +1,214 @@
+"""Training-step benchmark: seconds per full optimiser step, against this machine's matmul peak.
+
+    python -m bench.train_step --config A                       # fp32, eager
+    python -m bench.train_step --config A --dtype bf16 --compile 1 --steps 10
+    python -m bench.train_step --all                            # A-D x {fp32 eager, bf16 eager, bf16 compiled}
+    python -m bench.train_step --config A --json                # one JSON object per measurement
+
+A step is exactly the trainer's (`train.step.TrainStep`): one supervision step forward with the
+carry kept across steps, scaled backward, sparse sign-SGD + AdamATan2, zero-grad. Batches are
+random Sudoku-like grids (tokens 1..10 over 81 cells, 8 puzzle identifiers); no dataset needed.
+
+FLOPs per step are analytical: the matmul FLOPs (2 * m * n * k) of every net call of one
+supervision step, attention scores and values included, heads included, counted x3 for the calls
+that are differentiated (forward + 2x backward) and x1 for the no-grad ones (and for HRM's
+no-grad bootstrap pass). Elementwise work, norms and the optimisers are not counted.
+Utilisation = achieved FLOP/s / the peak of a large `torch.matmul` of the same dtype, timed in
+the same process just before (so machine load affects both alike; see `uptime` in the output).
+
+Configs (batch 64, 81 cells + a 16-position prefix holding a puzzle vector of hidden size, vocab 11):
+    A  TRM attention + RoPE, hidden 128, 4 heads, L_layers 2, H_cycles 3, L_cycles 6
+    B  as A with the token MLP (trm-mlp), no positions
+    C  HRM, hidden 128, H_layers 2, L_layers 2, H_cycles 2, L_cycles 2, prefix 1
+    D  TRM at paper size: hidden 512, 8 heads, batch 32
+    Q  the CPU quick preset's shape: 6x6 Sudoku (36 cells, vocab 8) trm-mlp, hidden 128, batch 128, H3 L4, prefix 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from models import MODELS, ModelConfig
+from models.layers import swiglu_width
+from models.recursion import num_differentiated_calls
+from puzzles.errors import UserError, run_cli
+
+MODES = {"fp32-eager": ("fp32", False), "bf16-eager": ("bf16", False), "bf16-compiled": ("bf16", True)}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str
+    batch: int
+    arch: dict
+    seq_len: int = 81
+    vocab_size: int = 11
+
+
+def _arch(**kw) -> dict:
+    base = dict(hidden_size=128, num_heads=4, expansion=4.0, halt_max_steps=16, halt_exploration_prob=0.1,
+                num_puzzle_identifiers=8)
+    base.update(kw)
+    base.setdefault("puzzle_emb_ndim", base["hidden_size"])
+    return base
+
+
+CONFIGS = {
+    "A": BenchConfig("trm", 64, _arch(L_layers=2, H_cycles=3, L_cycles=6, pos_encodings="rope", puzzle_emb_len=16)),
+    "B": BenchConfig("trm-mlp", 64, _arch(L_layers=2, H_cycles=3, L_cycles=6, pos_encodings="none",
+                                          puzzle_emb_len=16)),
+    "C": BenchConfig("hrm", 64, _arch(H_layers=2, L_layers=2, H_cycles=2, L_cycles=2, pos_encodings="rope")),
+    "D": BenchConfig("trm", 32, _arch(hidden_size=512, num_heads=8, L_layers=2, H_cycles=3, L_cycles=6,
+                                      pos_encodings="rope", puzzle_emb_len=16)),
+    "Q": BenchConfig("trm-mlp", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="none"),
+                     seq_len=36, vocab_size=8),
+}
+
+
+def model_config(bench: BenchConfig, dtype: str) -> ModelConfig:
+    return ModelConfig(seq_len=bench.seq_len, vocab_size=bench.vocab_size,
+                       forward_dtype="bfloat16" if dtype == "bf16" else "float32", **bench.arch)
+
+
+# --- analytical FLOPs ---------------------------------------------------------------------------
+def net_call_flops(cfg: ModelConfig, batch: int, layers: int) -> int:
+    """Matmul FLOPs of one forward call of a ReasoningModule with `layers` blocks."""
+    T, D = cfg.total_len, cfg.hidden_size
+    tokens = batch * T
+    per_layer = 6 * tokens * D * swiglu_width(D, cfg.expansion)  # gate_up (2W) + down (W)
+    if cfg.mlp_t:  # the same SwiGLU over positions, for every (row, channel)
+        per_layer += 6 * batch * D * T * swiglu_width(T, cfg.expansion)
+    else:  # qkv + o projections, then QK^T and PV
+        per_layer += 2 * tokens * D * 4 * D + 4 * batch * T * T * D
+    return layers * per_layer
+
+
+def step_flops(model_name: str, cfg: ModelConfig, batch: int) -> int:
+    """Analytical matmul FLOPs of one training step (see the module docstring)."""
+    L_call = net_call_flops(cfg, batch, cfg.L_layers)
+    H_call = net_call_flops(cfg, batch, cfg.H_layers if model_name == "hrm" else cfg.L_layers)
+    heads = 2 * batch * cfg.total_len * cfg.hidden_size * cfg.vocab_size + 2 * batch * cfg.hidden_size * 2
+    # Calls in schedule order: (L x L_cycles, H) x H_cycles; the last n are differentiated.
+    calls = [L_call] * cfg.L_cycles + [H_call]
+    calls = calls * cfg.H_cycles
+    n_grad = num_differentiated_calls(cfg.grad_mode, cfg.H_cycles, cfg.L_cycles)
+    forward = sum(calls) + heads
+    flops = sum(calls[:-n_grad]) + 3 * (sum(calls[-n_grad:]) + heads)
+    if cfg.halt_rule == "q_halt_vs_continue" and cfg.halt_max_steps > 1:
+        flops += forward  # the no-grad bootstrap step for the Q-continue target
+    return flops
+
+
+# --- timing -------------------------------------------------------------------------------------
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
+    """Best FLOP/s of an n x n x n torch.matmul of `dtype` on this CPU, now."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def random_batches(bench: BenchConfig, count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    high = bench.vocab_size  # tokens 1..vocab-1 (Sudoku: blank 1, digits 2..10)
+    out = []
+    for _ in range(count):
+        inputs = torch.randint(1, high, (bench.batch, bench.seq_len), generator=g, dtype=torch.int32)
+        labels = torch.randint(2, high, (bench.batch, bench.seq_len), generator=g, dtype=torch.int64)
+        ids = torch.randint(1, bench.arch["num_puzzle_identifiers"], (bench.batch,), generator=g, dtype=torch.int32)
+        out.append({"inputs": inputs, "labels": labels, "puzzle_identifiers": ids})
+    return out
+
+
+def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 5, warmup: int = 2,
+            seed: int = 0) -> dict:
+    from train.config import OptimConfig  # trainer imports stay out of the module import path
+    from train.step import TrainStep
+
+    bench = CONFIGS[name]
+    torch.manual_seed(seed)
+    model = MODELS[bench.model](model_config(bench, dtype))
+    cfg = model.config
+    trainer = TrainStep(model, OptimConfig(global_batch_size=bench.batch, lr_warmup_steps=10),
+                        total_steps=10_000, compile=compile)
+    batches = random_batches(bench, 4, seed)
+    carry = model.initial_carry(batches[0])
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        carry = trainer(carry, batches[i % len(batches)], i + 1).carry
+    warm_s = time.perf_counter() - t0
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        result = trainer(carry, batches[i % len(batches)], warmup + i + 1)
+        times.append(time.perf_counter() - t)
+        carry = result.carry
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    peak = matmul_peak(torch_dtype)
+    flops = step_flops(bench.model, cfg, bench.batch)
+    median = statistics.median(times)
+    return {"config": name, "model": bench.model, "dtype": dtype, "compile": compile, "batch": bench.batch,
+            "steps": steps, "warmup_s": round(warm_s, 2), "median_s": median, "min_s": min(times),
+            "tokens_per_s": bench.batch * bench.seq_len / median, "gflop_per_step": flops / 1e9,
+            "tflops": flops / median / 1e12, "peak_tflops": peak / 1e12,
+            "utilisation": flops / median / peak, "load": os.getloadavg()[0]}
+
+
+def format_row(r: dict) -> str:
+    mode = f"{r['dtype']}-{'compiled' if r['compile'] else 'eager'}"
+    return (f"{r['config']:>2} {mode:<14} {r['median_s']:8.3f} {r['min_s']:8.3f} {r['tokens_per_s']:9.0f} "
+            f"{r['gflop_per_step']:8.1f} {r['tflops']:7.3f} {r['peak_tflops']:7.3f} {100 * r['utilisation']:6.1f}% "
+            f"{r['warmup_s']:7.1f} {r['load']:5.2f}")
+
+
+HEADER = (f"{'':>2} {'mode':<14} {'median_s':>8} {'min_s':>8} {'tokens/s':>9} {'GFLOP':>8} {'TFLOP/s':>7} "
+          f"{'peak':>7} {'util':>7} {'warm_s':>7} {'load':>5}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", choices=sorted(CONFIGS), default="A")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--compile", type=int, choices=(0, 1), default=0)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after warm-up)")
+    p.add_argument("--warmup", type=int, default=0, help="warm-up steps (default 2 eager, 3 compiled)")
+    p.add_argument("--all", action="store_true", help="table of A-D x {fp32-eager, bf16-eager, bf16-compiled}")
+    p.add_argument("--configs", default="ABCD", help="with --all: which configs (e.g. ABCDQ)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads (0 = torch's default). On a loaded machine 1 thread avoids "
+                        "OpenMP barrier stalls that can cost 10x; say so when you quote figures")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    runs = ([(c, *m) for c in args.configs for m in MODES.values()] if args.all
+            else [(args.config, args.dtype, bool(args.compile))])
+    for c, _, _ in runs:
+        if c not in CONFIGS:
+            raise UserError(f"--configs: unknown config {c!r}; choose from {''.join(CONFIGS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}", flush=True)
+    if not args.json:
+        print(HEADER, flush=True)
+    for c, dtype, comp in runs:
+        warmup = args.warmup or (3 if comp else 2)
+        r = measure(c, dtype, comp, args.steps, warmup)
+        print(json.dumps(r) if args.json else format_row(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
