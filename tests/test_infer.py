@@ -67,7 +67,7 @@ def model():
 @pytest.fixture(scope="module")
 def alone(model, x):
     """Each puzzle solved on its own (one slot), per mode."""
-    return {mode: [solve(model, x[i:i + 1], mode=mode, slots=1) for i in range(len(x))]
+    return {mode: [Engine(model, mode=mode, slots=1, pack=False).solve(x[i:i + 1]) for i in range(len(x))]
             for mode in ("continuous", "adaptive")}
 
 
@@ -82,14 +82,37 @@ def test_halting_spread(model, x):
     assert len(np.unique(steps)) >= 3 and steps.min() < K
 
 
+def test_step_calls_per_mode(model, x):
+    """fixed: K calls per whole batch; continuous: no more calls than adaptive, fewer than fixed."""
+    calls = {}
+    for mode in ("fixed", "adaptive", "continuous"):
+        engine = Engine(model, mode=mode, slots=5)
+        steps = engine.solve(x).steps
+        calls[mode] = engine.calls
+    assert calls["fixed"] == -(-len(x) // 5) * K
+    assert calls["continuous"] <= calls["adaptive"] < calls["fixed"]
+    assert calls["continuous"] >= -(-steps.sum() // 5)  # never more than 5 puzzles per call
+
+
 @pytest.mark.parametrize("mode", ["continuous", "adaptive"])
 @pytest.mark.parametrize("slots", [3, 7, 64])
-def test_matches_each_puzzle_alone(model, x, alone, mode, slots):
-    result = solve(model, x, mode=mode, slots=slots)
+@pytest.mark.parametrize("pack", [True, False])
+def test_matches_each_puzzle_alone(model, x, alone, mode, slots, pack):
+    result = Engine(model, mode=mode, slots=slots, pack=pack).solve(x)
     for i, one in enumerate(alone[mode]):
         assert np.array_equal(result.preds[i], one.preds[0]), i
         assert result.steps[i] == one.steps[0], i
         assert abs(result.q_halt_prob[i] - one.q_halt_prob[0]) < 1e-5, i
+
+
+@pytest.mark.parametrize("name", ["hrm", "trm-mlp", "transformer"])
+def test_other_models_rows_do_not_interact(name):
+    """Every core mixes positions within a sample only (attention, token MLP): slots are independent."""
+    other, x = tiny_model(name), puzzles(9, seed=3)
+    together = solve(other, x, slots=4)
+    for i in range(len(x)):
+        one = solve(other, x[i:i + 1], slots=1)
+        assert np.array_equal(together.preds[i], one.preds[0]) and together.steps[i] == one.steps[0]
 
 
 def test_model_rule_and_threshold_follow_the_trajectory(model, x):

@@ -17,8 +17,11 @@ Modes:
     continuous  adaptive + slot refilling: no slot idles while puzzles wait
 
 Rows never interact (attention and the token MLP mix positions of one sample only), so a puzzle's
-answer does not depend on which slot or which neighbours it ran with. Empty slots are masked (they
-restart from the initial states every step and their outputs are dropped), never reshaped away.
+answer does not depend on which slot or which neighbours it ran with. With `compile=True` the step
+always runs all slots (empty ones restart from the initial states and their outputs are dropped),
+so its shapes never change. Eager runs (the default) compute only the occupied slots (`pack`):
+on a CPU, where cost grows with rows, that makes the queue's tail and the halted rows of a
+whole batch free; on a GPU, pass `compile=True` or `pack=False` to keep one static shape.
 `iter_solve` is the streaming form: it takes any iterable of puzzles and yields `Answer`s in the
 order they finish. Benchmark: `python -m bench.inference`; tests: tests/test_infer.py.
 """
@@ -72,7 +75,7 @@ class Engine:
 
     def __init__(self, model: HaltingModel, mode: str = "continuous", slots: int = 128,
                  max_steps: int | None = None, threshold: float | None = None,
-                 device: str | torch.device | None = None, compile: bool = False):
+                 device: str | torch.device | None = None, compile: bool = False, pack: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
@@ -91,6 +94,9 @@ class Engine:
         model.to(self.device).eval()
         fn = lambda *args: _advance(model, *args)  # noqa: E731
         self._step = torch.compile(fn, dynamic=False) if compile else fn
+        # Eager runs skip empty slots (rows are independent, so answers do not change); a compiled
+        # step keeps its static shape and masks them instead, so it never recompiles.
+        self.pack = (not compile) if pack is None else pack
         self.calls = 0  # batched supervision steps run so far (each costs `slots` rows of compute)
 
     def _halts(self, steps: torch.Tensor, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
@@ -129,28 +135,34 @@ class Engine:
                 drained = len(taken) < len(free)
                 if taken:
                     slot = free[: len(taken)]
-                    rows, ids = self._rows([item for _, item in taken])
+                    new_inputs, new_ids = self._rows([item for _, item in taken])
                     idx = torch.from_numpy(slot).to(dev)
-                    inputs[idx] = torch.from_numpy(rows).to(dev)
-                    pids[idx] = torch.from_numpy(ids).to(dev)
+                    inputs[idx] = torch.from_numpy(new_inputs).to(dev)
+                    pids[idx] = torch.from_numpy(new_ids).to(dev)
                     owner[slot] = [i for i, _ in taken]
                     fresh[slot] = True
             busy = owner >= 0
             if not busy.any():
                 return
-            fresh |= ~busy  # empty slots restart every step: bounded, and their output is dropped
             self.calls += 1
-            z_H, z_L, steps, preds, q_halt, q_continue = self._step(
-                z_H, z_L, steps, torch.from_numpy(fresh).to(dev), inputs, pids)
-            halt = self._halts(steps, q_halt, q_continue) & torch.from_numpy(busy).to(dev)
-            done = torch.nonzero(halt).squeeze(-1)
+            if self.pack and not busy.all():  # eager: compute the occupied slots only
+                rows = torch.from_numpy(np.flatnonzero(busy)).to(dev)
+                z_H[rows], z_L[rows], steps[rows], preds, q_halt, q_continue = self._step(
+                    z_H[rows], z_L[rows], steps[rows], torch.from_numpy(fresh[busy]).to(dev), inputs[rows], pids[rows])
+                halt = self._halts(steps[rows], q_halt, q_continue)
+            else:  # static shape: every slot runs; empty ones restart each step and are dropped
+                rows = torch.arange(B, device=dev)
+                z_H, z_L, steps, preds, q_halt, q_continue = self._step(
+                    z_H, z_L, steps, torch.from_numpy(fresh | ~busy).to(dev), inputs, pids)
+                halt = self._halts(steps, q_halt, q_continue) & torch.from_numpy(busy).to(dev)
+            done = torch.nonzero(halt).squeeze(-1)  # positions within `rows`
             if done.numel() == 0:
                 continue
             out_preds = preds[done].cpu().numpy()
-            out_steps = steps[done].cpu().numpy()
+            out_steps = steps[rows[done]].cpu().numpy()
             out_q = q_halt[done].float()
             out_prob, out_q = torch.sigmoid(out_q).cpu().numpy(), out_q.cpu().numpy()
-            slots_done = done.cpu().numpy()
+            slots_done = rows[done].cpu().numpy()
             for j, s in enumerate(slots_done):
                 yield Answer(int(owner[s]), out_preds[j], int(out_steps[j]), float(out_prob[j]), float(out_q[j]))
             owner[slots_done] = -1
