@@ -13,6 +13,7 @@ answers that satisfy the puzzle's own rules. The engine is `train.infer` (modes 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import sys
@@ -87,7 +88,7 @@ def _maze_tokens(cells: str, n: int) -> np.ndarray:
 def read_puzzles(path: Path, family: str, n: int):
     """(puzzles [(line, inputs, labels or None)], errors [(line, message)], kinds seen on bad lines)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise PuzzleError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
     first = next((line for line in lines if line.strip()), "")
@@ -108,7 +109,7 @@ def read_puzzles(path: Path, family: str, n: int):
             if not header_seen:
                 header_seen = True
                 continue
-            fields = line.split(",")
+            fields = next(csv.reader([line]))
             if len(fields) != 4:
                 errors.append((lineno, f"expected 4 columns (source,question,answer,rating), got {len(fields)}"))
                 continue
