@@ -26,6 +26,7 @@ Configs (batch 64, 81 cells + a 16-position prefix holding a puzzle vector of hi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -107,20 +108,29 @@ def step_flops(model_name: str, cfg: ModelConfig, batch: int) -> int:
 
 
 # --- timing -------------------------------------------------------------------------------------
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
-    """Best FLOP/s of an n x n x n torch.matmul of `dtype` on this CPU, now."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device = torch.device("cpu"), n: int = 0, reps: int = 6) -> float:
+    """Best FLOP/s of an n x n x n torch.matmul of `dtype` on `device`, now (n: 2048 CPU, 8192 GPU)."""
+    n = n or (2048 if device.type == "cpu" else 8192)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     for _ in range(2):
         a @ b
     best = float("inf")
     for _ in range(reps):
+        _sync(device)
         t = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
 
-def random_batches(bench: BenchConfig, count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def random_batches(bench: BenchConfig, count: int, seed: int = 0,
+                   device: torch.device = torch.device("cpu")) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     high = bench.vocab_size  # tokens 1..vocab-1 (Sudoku: blank 1, digits 2..10)
     out = []
@@ -128,49 +138,71 @@ def random_batches(bench: BenchConfig, count: int, seed: int = 0) -> list[dict[s
         inputs = torch.randint(1, high, (bench.batch, bench.seq_len), generator=g, dtype=torch.int32)
         labels = torch.randint(2, high, (bench.batch, bench.seq_len), generator=g, dtype=torch.int64)
         ids = torch.randint(1, bench.arch["num_puzzle_identifiers"], (bench.batch,), generator=g, dtype=torch.int32)
-        out.append({"inputs": inputs, "labels": labels, "puzzle_identifiers": ids})
+        out.append({k: v.to(device) for k, v in
+                    {"inputs": inputs, "labels": labels, "puzzle_identifiers": ids}.items()})
     return out
 
 
 def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 5, warmup: int = 2,
-            seed: int = 0) -> dict:
+            seed: int = 0, device: str = "cpu", batch: int = 0) -> dict:
+    """Time `steps` trainer steps of config `name` after `warmup` steps; returns the figures."""
     from train.config import OptimConfig  # trainer imports stay out of the module import path
     from train.step import TrainStep
 
     bench = CONFIGS[name]
+    if batch:
+        bench = dataclasses.replace(bench, batch=batch)
+    dev = torch.device(device)
     torch.manual_seed(seed)
-    model = MODELS[bench.model](model_config(bench, dtype))
+    model = MODELS[bench.model](model_config(bench, dtype)).to(dev)
     cfg = model.config
     trainer = TrainStep(model, OptimConfig(global_batch_size=bench.batch, lr_warmup_steps=10),
                         total_steps=10_000, compile=compile)
-    batches = random_batches(bench, 4, seed)
+    batches = random_batches(bench, 4, seed, dev)
     carry = model.initial_carry(batches[0])
+    from torch._dynamo.utils import counters
+    if compile:  # a fresh cache per model: the shared forward code object must not hit the recompile limit
+        torch._dynamo.reset()
+        counters.clear()
     t0 = time.perf_counter()
+    graphs_after_first = 0
     for i in range(warmup):
         carry = trainer(carry, batches[i % len(batches)], i + 1).carry
+        if i == 0:
+            graphs_after_first = counters["stats"]["unique_graphs"]
+    _sync(dev)
     warm_s = time.perf_counter() - t0
     times = []
     for i in range(steps):
         t = time.perf_counter()
         result = trainer(carry, batches[i % len(batches)], warmup + i + 1)
+        _sync(dev)
         times.append(time.perf_counter() - t)
         carry = result.carry
+    compile_stats = {}
+    if compile:  # evidence: one graph, no graph breaks, nothing compiled after the first step
+        compile_stats = {"graph_breaks": sum(counters["graph_break"].values()),
+                         "unique_graphs": counters["stats"]["unique_graphs"],
+                         "recompiles": counters["stats"]["unique_graphs"] - graphs_after_first}
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    peak = matmul_peak(torch_dtype)
+    peak = matmul_peak(torch_dtype, dev)
     flops = step_flops(bench.model, cfg, bench.batch)
     median = statistics.median(times)
-    return {"config": name, "model": bench.model, "dtype": dtype, "compile": compile, "batch": bench.batch,
+    return {"config": name, "device": str(dev), "model": bench.model, "dtype": dtype, "compile": compile, "batch": bench.batch,
             "steps": steps, "warmup_s": round(warm_s, 2), "median_s": median, "min_s": min(times),
             "tokens_per_s": bench.batch * bench.seq_len / median, "gflop_per_step": flops / 1e9,
             "tflops": flops / median / 1e12, "peak_tflops": peak / 1e12,
-            "utilisation": flops / median / peak, "load": os.getloadavg()[0]}
+            "utilisation": flops / median / peak, "load": os.getloadavg()[0],
+            "threads": torch.get_num_threads(), **compile_stats}
 
 
 def format_row(r: dict) -> str:
     mode = f"{r['dtype']}-{'compiled' if r['compile'] else 'eager'}"
     return (f"{r['config']:>2} {mode:<14} {r['median_s']:8.3f} {r['min_s']:8.3f} {r['tokens_per_s']:9.0f} "
             f"{r['gflop_per_step']:8.1f} {r['tflops']:7.3f} {r['peak_tflops']:7.3f} {100 * r['utilisation']:6.1f}% "
-            f"{r['warmup_s']:7.1f} {r['load']:5.2f}")
+            f"{r['warmup_s']:7.1f} {r['load']:5.2f}"
+            + (f"  graphs {r['unique_graphs']} breaks {r['graph_breaks']} recompiles {r['recompiles']}"
+               if r["compile"] else ""))
 
 
 HEADER = (f"{'':>2} {'mode':<14} {'median_s':>8} {'min_s':>8} {'tokens/s':>9} {'GFLOP':>8} {'TFLOP/s':>7} "
@@ -187,12 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="table of A-D x {fp32-eager, bf16-eager, bf16-compiled}")
     p.add_argument("--configs", default="ABCD", help="with --all: which configs (e.g. ABCDQ)")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    p.add_argument("--batch", type=int, default=0, help="override the config's batch size (0 = keep)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch.set_num_threads (0 = torch's default). On a loaded machine 1 thread avoids "
                         "OpenMP barrier stalls that can cost 10x; say so when you quote figures")
     args = p.parse_args(argv)
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: this PyTorch sees no CUDA device")
     runs = ([(c, *m) for c in args.configs for m in MODES.values()] if args.all
             else [(args.config, args.dtype, bool(args.compile))])
     for c, _, _ in runs:
@@ -205,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(HEADER, flush=True)
     for c, dtype, comp in runs:
         warmup = args.warmup or (3 if comp else 2)
-        r = measure(c, dtype, comp, args.steps, warmup)
+        r = measure(c, dtype, comp, args.steps, warmup, device=args.device, batch=args.batch)
         print(json.dumps(r) if args.json else format_row(r), flush=True)
     return 0
 
