@@ -54,8 +54,13 @@ def _carry_from(state: dict | None, device: torch.device) -> Carry | None:
                  current_data={k: v.to(device) for k, v in state["current_data"].items()})
 
 
-def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, distributed: bool) -> dict[str, float]:
-    """Sum over ranks, then losses / global batch and everything else / count (reference rule)."""
+def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, distributed: bool,
+                   num_steps: int = 1) -> dict[str, float]:
+    """Sum over ranks, then losses / (global batch x steps) and everything else / count (reference rule).
+
+    `metrics` may hold sums over `num_steps` steps: rows halt in waves (all rows of a fresh run halt
+    together at halt_max_steps), so one step's halted rows are often none at all.
+    """
     names = sorted(metrics)
     values = torch.stack([metrics[k].detach().float() for k in names])
     if distributed:
@@ -63,7 +68,7 @@ def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, dis
     values = values.cpu().tolist()
     out = dict(zip(names, values))
     count = max(out.get("count", 0.0), 1.0)
-    return {k: (v / global_batch_size if k.endswith("loss") else v / count)
+    return {k: (v / (global_batch_size * num_steps) if k.endswith("loss") else v / count)
             for k, v in out.items() if k != "count"} | {"count": out.get("count", 0.0)}
 
 
@@ -150,6 +155,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
     bar = tqdm(total=total_steps, initial=step, disable=not (system.is_main and cfg.log.progress),
                desc=f"{cfg.model}/{cfg.data.family}", dynamic_ncols=True)
     model.train()
+    window, window_steps = {}, 0  # metric sums since the last log line
     try:
         while step < total_steps:
             t0 = time.perf_counter()
@@ -158,7 +164,10 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
                 carry = model.initial_carry(batch)
             step += 1
             result = trainer(carry, batch, step)
-            carry, metrics, lr = result.carry, result.metrics, result.lr
+            carry, lr = result.carry, result.lr
+            window = {k: v.detach() + window[k] for k, v in result.metrics.items()} if window else \
+                {k: v.detach().clone() for k, v in result.metrics.items()}
+            window_steps += 1
             if result.finite:
                 bad_in_row = 0
             else:
@@ -170,7 +179,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
                                  f"checkpoint {ckpt_path} holds the last good weights (try a lower lr)")
 
             if step % cfg.log.interval == 0 or step == total_steps:
-                stats = reduce_metrics(metrics, opt.global_batch_size, system.distributed)
+                stats = reduce_metrics(window, opt.global_batch_size, system.distributed, window_steps)
+                window, window_steps = {}, 0
                 stats = {f"train/{k}": v for k, v in stats.items()} | {
                     "train/lr": lr, "train/skipped_steps": bad_total, "time/train_seconds": elapsed}
                 logger.log(step, stats)
