@@ -7,7 +7,8 @@ For each mode (train/infer.py) it solves the whole split with the same slot coun
 puzzles/s (best of --repeats timed runs, after one warm-up), mean supervision steps per puzzle,
 batched step calls, exact accuracy (every labelled cell right) and the share of answers that obey
 the puzzle's rules. Then `continuous` once per halting threshold (sigmoid(q_halt) >= t) and with the
-model's own rule. Timings on a shared CPU are noisy: the modes are interleaved, best run kept.
+model's own rule. Timings on a shared CPU are noisy: the modes are interleaved, best run kept;
+`--threads 1` avoids thread oversubscription when other jobs load the cores.
 """
 from __future__ import annotations
 
