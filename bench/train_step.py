@@ -21,7 +21,8 @@ Configs (batch 64, 81 cells + a 16-position prefix holding a puzzle vector of hi
     B  as A with the token MLP (trm-mlp), no positions
     C  HRM, hidden 128, H_layers 2, L_layers 2, H_cycles 2, L_cycles 2, prefix 1
     D  TRM at paper size: hidden 512, 8 heads, batch 32
-    Q  the CPU quick preset's shape: 6x6 Sudoku (36 cells, vocab 8) trm-mlp, hidden 128, batch 128, H3 L4, prefix 1
+    Q, QT, QH  the CPU quick preset's shapes: 6x6 Sudoku (36 cells, vocab 8), batch 128, hidden 128, no
+       prefix, halt_max_steps 8; Q trm-mlp H3 L4, QT trm (attention + RoPE) H3 L4, QH hrm as C
 """
 from __future__ import annotations
 
@@ -68,8 +69,14 @@ CONFIGS = {
     "C": BenchConfig("hrm", 64, _arch(H_layers=2, L_layers=2, H_cycles=2, L_cycles=2, pos_encodings="rope")),
     "D": BenchConfig("trm", 32, _arch(hidden_size=512, num_heads=8, L_layers=2, H_cycles=3, L_cycles=6,
                                       pos_encodings="rope", puzzle_emb_len=16)),
-    "Q": BenchConfig("trm-mlp", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="none"),
-                     seq_len=36, vocab_size=8),
+    # The CPU `quick` preset's shapes (train/config.py): 6x6 Sudoku (36 cells, vocab 8), batch 128,
+    # no puzzle embedding, halt_max_steps 8.
+    "Q": BenchConfig("trm-mlp", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="none",
+                                           puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
+    "QT": BenchConfig("trm", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="rope",
+                                        puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
+    "QH": BenchConfig("hrm", 128, _arch(H_layers=2, L_layers=2, H_cycles=2, L_cycles=2, pos_encodings="rope",
+                                        puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
 }
 
 
@@ -211,13 +218,13 @@ HEADER = (f"{'':>2} {'mode':<14} {'median_s':>8} {'min_s':>8} {'tokens/s':>9} {'
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", choices=sorted(CONFIGS), default="A")
+    p.add_argument("--config", choices=list(CONFIGS), default="A")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--compile", type=int, choices=(0, 1), default=0)
     p.add_argument("--steps", type=int, default=5, help="timed steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=0, help="warm-up steps (default 2 eager, 3 compiled)")
     p.add_argument("--all", action="store_true", help="table of A-D x {fp32-eager, bf16-eager, bf16-compiled}")
-    p.add_argument("--configs", default="ABCD", help="with --all: which configs (e.g. ABCDQ)")
+    p.add_argument("--configs", default="A,B,C,D", help="with --all: which configs, comma-separated (e.g. Q,QT,QH)")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
     p.add_argument("--batch", type=int, default=0, help="override the config's batch size (0 = keep)")
@@ -229,11 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: this PyTorch sees no CUDA device")
-    runs = ([(c, *m) for c in args.configs for m in MODES.values()] if args.all
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    runs = ([(c, *m) for c in names for m in MODES.values()] if args.all
             else [(args.config, args.dtype, bool(args.compile))])
     for c, _, _ in runs:
         if c not in CONFIGS:
-            raise UserError(f"--configs: unknown config {c!r}; choose from {''.join(CONFIGS)}")
+            raise UserError(f"--configs: unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}", flush=True)
