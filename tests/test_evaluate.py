@@ -281,3 +281,27 @@ def test_reference_state_dict_refusals_and_warnings(reference_dir, tmp_path, cap
     out, _ = cli([str(bare), "--model", "hrm", "--data", str(wide), "--family", "sudoku", "--out",
                   str(tmp_path / "o"), *COMMON_ARCH, *FIXTURE_ARCH["hrm"]], capsys)
     assert "warning: puzzle embedding table has 5 rows but the model has 8" in out
+
+
+def test_continuous_mode_equals_adaptive(sudoku_data, tmp_path):
+    """eval.mode=continuous (slot engine) gives the same per-example results as adaptive batches."""
+    from models import ModelConfig, build_model
+    torch.manual_seed(0)
+    model = build_model("trm", ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
+                                            L_cycles=1, L_layers=1, halt_max_steps=4, forward_dtype="float32"))
+    split = load_split(sudoku_data, "test")
+    inputs, _ = split.examples(np.arange(len(split)))
+    batch = {"inputs": torch.from_numpy(inputs), "puzzle_identifiers": torch.zeros(len(inputs), dtype=torch.int32),
+             "labels": torch.zeros_like(torch.from_numpy(inputs)).long()}
+    with torch.no_grad():  # centre q_halt on these puzzles so that rows halt at different steps
+        model.q_head.weight.normal_(0, 1.0)
+        model.eval()
+        _, _, q_halt, _ = model.step(model.initial_carry(batch), batch)
+        model.q_head.bias[0] -= q_halt.median()
+    adaptive = evaluate(model, sudoku_data, tmp_path / "a", mode="adaptive", batch_size=4)
+    continuous = evaluate(model, sudoku_data, tmp_path / "c", mode="continuous", batch_size=4)
+    assert 1 < adaptive["steps"] < 4  # the check means something: halting varies
+    assert continuous == pytest.approx(adaptive)
+    a, c = (np.load(tmp_path / d / "predictions.npz") for d in ("a", "c"))
+    for key in ("preds", "steps", "step_preds", "index"):
+        np.testing.assert_array_equal(a[key], c[key])

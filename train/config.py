@@ -71,13 +71,14 @@ class OptimConfig:
 class EvalConfig:
     interval: int = 5000  # epochs between evaluations (one always runs at the end); 0 = only at the end
     batch_size: int = 0  # 0 = optim.global_batch_size
-    mode: str = "fixed"  # fixed: every sample runs halt_max_steps (reference); adaptive: stop at halting
+    mode: str = "fixed"  # fixed: every sample runs halt_max_steps (reference); adaptive: stop at halting;
+    # continuous: adaptive with halted slots refilled at once (continuous depth-wise batching, train/infer.py)
     max_examples: int = 0  # > 0 evaluates only the first N examples of the split (quick looks)
     save_predictions: int = 512  # rows of predictions.npz kept for pictures and reports
 
     def __post_init__(self):
-        if self.mode not in ("fixed", "adaptive"):
-            raise ValueError(f"eval.mode must be fixed or adaptive, got {self.mode!r}")
+        if self.mode not in ("fixed", "adaptive", "continuous"):
+            raise ValueError(f"eval.mode must be fixed, adaptive or continuous, got {self.mode!r}")
         if self.interval < 0 or self.batch_size < 0 or self.max_examples < 0 or self.save_predictions < 0:
             raise ValueError("eval.interval, eval.batch_size, eval.max_examples and eval.save_predictions must be >= 0")
 

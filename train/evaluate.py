@@ -181,9 +181,12 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
                    batch_size: int) -> dict[str, float]:
     """Evaluate, reduce across ranks, write predictions (rank 0); returns the metrics (means)."""
     family, info = family_of(split.meta)
-    res = run_batches(model, split, batch_size, system.device, adaptive=cfg.mode == "adaptive",
-                      max_examples=cfg.max_examples, keep_steps=cfg.save_predictions,
-                      rank=system.rank, world_size=system.world_size)
+    if cfg.mode == "continuous":
+        res = run_continuous(model, split, batch_size, system, cfg.max_examples, cfg.save_predictions)
+    else:
+        res = run_batches(model, split, batch_size, system.device, adaptive=cfg.mode == "adaptive",
+                          max_examples=cfg.max_examples, keep_steps=cfg.save_predictions,
+                          rank=system.rank, world_size=system.world_size)
     sums = score(res, family, info)
     names = sorted(sums)
     if system.distributed:
@@ -198,6 +201,31 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
     if out_dir is not None and system.is_main:
         write_predictions(out_dir, rows, family, info, data_dir, split.name, metrics)
     return metrics
+
+
+def run_continuous(model, split: Split, batch_size: int, system, max_examples: int = 0,
+                   keep_steps: int = 0) -> dict:
+    """`run_batches`' result computed by the slot engine (train/infer.py): adaptive halting, and a
+    halted puzzle's slot refilled at once. Per-step records (for pictures) come from an adaptive
+    batch run over the first `keep_steps` examples, which gives the same numbers per puzzle."""
+    from puzzles.loader import IGNORE_LABEL_ID
+    from .infer import Engine
+    n = min(len(split), max_examples) if max_examples else len(split)
+    local = batch_size // system.world_size
+    rows = np.arange(n)
+    rows = rows[(rows % batch_size) // local == system.rank]  # the rows eval_batches gives this rank
+    inputs, labels = split.examples(rows)
+    ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))[rows]
+    out = Engine(model, mode="continuous", slots=local, device=system.device).solve(inputs, ids)
+    res = {"index": rows.astype(np.int64), "inputs": inputs,
+           "labels": np.where(labels == int(split.meta.get("ignore_label_id", 0)), IGNORE_LABEL_ID, labels),
+           "preds": out.preds, "q_halt": out.q_halt_logit, "steps": out.steps, "halt_steps": out.steps,
+           "puzzle_identifiers": ids}
+    first = run_batches(model, split, batch_size, system.device, adaptive=True,
+                        max_examples=max(1, min(n, keep_steps)), keep_steps=keep_steps,
+                        rank=system.rank, world_size=system.world_size)
+    res["step_preds"], res["step_q"] = first["step_preds"], first["step_q"]
+    return res
 
 
 def _first_rows(res: dict, n: int, system) -> dict:
@@ -268,8 +296,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="RUN_OR_CHECKPOINT", help="run directory, its checkpoint.pt, or a reference state dict")
     p.add_argument("--data", help="dataset directory (default: the run's own); must fit the model")
     p.add_argument("--split", default="test", help="dataset split to evaluate (default test)")
-    p.add_argument("--mode", choices=("fixed", "adaptive"), help="fixed: halt_max_steps for every example; "
-                   "adaptive: stop at the halting head's decision (default: the run's eval.mode)")
+    p.add_argument("--mode", choices=("fixed", "adaptive", "continuous"), help="fixed: halt_max_steps for every "
+                   "example; adaptive: stop at the halting head's decision; continuous: adaptive with halted "
+                   "slots refilled at once (train/infer.py) (default: the run's eval.mode)")
     p.add_argument("--out", help="output directory (default RUN/eval/SPLIT)")
     p.add_argument("--force", action="store_true", help="replace predictions already in --out")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights of a run trained with EMA")
