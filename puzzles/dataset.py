@@ -18,6 +18,7 @@ hundred MB instead of 7 GB). Arrays open memory-mapped, so a huge dataset opens 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -344,3 +345,40 @@ def load_identifiers(root: str | os.PathLike) -> list[str]:
 def disk_bytes(root: str | os.PathLike) -> int:
     """Total size of the files under `root` (for build summaries)."""
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+FAMILIES = ("sudoku", "maze", "arc")
+
+
+def grid_spec(meta: dict) -> dict:
+    """Normalise dataset/eval metadata to {"family", "box" (sudoku), "size" (sudoku/maze)}.
+
+    Our builders write "family"; reference datasets lack it, so infer it from vocab/seq_len.
+    """
+    family = meta.get("family")
+    seq_len, vocab = meta.get("seq_len"), meta.get("vocab_size")
+    if family is None:
+        side = math.isqrt(seq_len) if isinstance(seq_len, int) else 0
+        if vocab == 12 and seq_len == 900:
+            family = "arc"
+        elif vocab == 6 and side * side == seq_len:
+            family = "maze"
+        elif side * side == seq_len and vocab == side + 2:
+            family = "sudoku"
+        else:
+            raise PuzzleError(f"cannot tell the puzzle family from metadata {meta!r}: "
+                              "expected a 'family' field")
+    if family not in FAMILIES:
+        raise PuzzleError(f"unknown puzzle family {family!r} in metadata (expected one of {FAMILIES})")
+    spec: dict = {"family": family}
+    if family == "sudoku":
+        box = meta.get("box")
+        if box is None:  # reference 9x9 datasets: pick the squarest r x c with r * c = n
+            n = math.isqrt(seq_len) if seq_len else 9
+            r = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+            box = [r, n // r]
+        spec["box"] = [int(box[0]), int(box[1])]
+        spec["size"] = spec["box"][0] * spec["box"][1]
+    elif family == "maze":
+        spec["size"] = int(meta.get("size") or math.isqrt(seq_len))
+    return spec

@@ -11,7 +11,6 @@ tells given Sudoku digits from filled ones and supplies the maze walls. Composit
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from functools import lru_cache
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from puzzles.dataset import FAMILIES, grid_spec  # noqa: F401  (grid_spec re-exported for callers)
 from puzzles.errors import PuzzleError
 
 ARC_PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
@@ -33,44 +33,9 @@ MAZE_WALL, MAZE_OPEN = "#2B2B2B", "#FFFFFF"
 MAZE_START, MAZE_GOAL = "#0074D9", "#FF851B"
 MAZE_PATH = "#7FDBFF"     # path with no target to compare against
 PATH_RIGHT, PATH_WRONG, PATH_MISSED = "#2ECC40", "#FF4136", "#F012BE"
-FAMILIES = ("sudoku", "maze", "arc")
 
 
 # ----------------------------------------------------------------------------- decoding
-
-def grid_spec(meta: dict) -> dict:
-    """Normalise dataset/eval metadata to {"family", "box" (sudoku), "size" (sudoku/maze)}.
-
-    Our builders write "family"; reference datasets lack it, so infer it from vocab/seq_len.
-    """
-    family = meta.get("family")
-    seq_len, vocab = meta.get("seq_len"), meta.get("vocab_size")
-    if family is None:
-        side = math.isqrt(seq_len) if isinstance(seq_len, int) else 0
-        if vocab == 12 and seq_len == 900:
-            family = "arc"
-        elif vocab == 6 and side * side == seq_len:
-            family = "maze"
-        elif side * side == seq_len and vocab == side + 2:
-            family = "sudoku"
-        else:
-            raise PuzzleError(f"cannot tell the puzzle family from metadata {meta!r}: "
-                              "expected a 'family' field")
-    if family not in FAMILIES:
-        raise PuzzleError(f"unknown puzzle family {family!r} in metadata (expected one of {FAMILIES})")
-    spec: dict = {"family": family}
-    if family == "sudoku":
-        box = meta.get("box")
-        if box is None:  # reference 9x9 datasets: pick the squarest r x c with r * c = n
-            n = math.isqrt(seq_len) if seq_len else 9
-            r = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
-            box = [r, n // r]
-        spec["box"] = [int(box[0]), int(box[1])]
-        spec["size"] = spec["box"][0] * spec["box"][1]
-    elif family == "maze":
-        spec["size"] = int(meta.get("size") or math.isqrt(seq_len))
-    return spec
-
 
 def arc_origin(tokens: np.ndarray) -> tuple[int, int]:
     """Top-left corner of the colour tokens' bounding box ((0, 0) if none): train rows are translated."""

@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 
 from models import ModelConfig, build_model, load_reference_state_dict
-from puzzles.dataset import Split, load_identifiers, load_split
-from puzzles.errors import run_cli
+from puzzles.dataset import Split, grid_spec, load_identifiers, load_split
+from puzzles.errors import PuzzleError, run_cli
 
 from .checkpoint import load_checkpoint
 from .config import MODEL_NAMES, PRESETS, EvalConfig
@@ -47,24 +47,12 @@ IGNORE = -100
 
 
 def family_of(meta: dict) -> tuple[str, dict]:
-    """Puzzle family and its geometry, from dataset.json (inferred for reference-built datasets)."""
-    family = meta.get("family")
-    seq, vocab = int(meta["seq_len"]), int(meta["vocab_size"])
-    side = int(round(seq ** 0.5))
-    if family is None:
-        if seq == 900 and vocab == 12:
-            family = "arc"
-        elif vocab == 6 and side * side == seq:
-            family = "maze"
-        elif side * side == seq and vocab == side + 2:
-            family = "sudoku"
-    info: dict = {}
-    if family == "sudoku":
-        box = meta.get("box") or {4: [2, 2], 6: [2, 3], 9: [3, 3], 16: [4, 4]}.get(side)
-        info["box"] = list(box) if box else None
-    elif family == "maze":
-        info["size"] = int(meta.get("size", side))
-    return family or "unknown", info
+    """Puzzle family and its geometry ("box", "size"); ("unknown", {}) for data of no known family."""
+    try:
+        spec = grid_spec(meta)
+    except PuzzleError:
+        return "unknown", {}
+    return spec.pop("family"), spec
 
 
 def _valid_solutions(family: str, info: dict, inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
