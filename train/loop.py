@@ -78,9 +78,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         torch.set_num_threads(cfg.system.threads)
     run_dir = run_dir_of(cfg)
     try:
-        return _train(cfg, system, run_dir, resume)
-    finally:
-        teardown_system(system)
+        summary = _train(cfg, system, run_dir, resume)
+    except BaseException:
+        teardown_system(system, finished=False)
+        raise
+    teardown_system(system)
+    return summary
 
 
 def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:

@@ -103,6 +103,13 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
                   local_rank=local_rank)
 
 
-def teardown_system(system: System) -> None:
+def teardown_system(system: System, finished: bool = True) -> None:
     if system.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+        # Rank 0 hosts the rendezvous store: after a normal finish, let every rank arrive before
+        # any tears down, or a late rank can abort ("terminate called without an active exception").
+        # After an error the other ranks may never arrive, so do not wait for them.
+        try:
+            if finished:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
