@@ -183,7 +183,7 @@ def quick(family: str, model: str) -> TrainConfig:
     elif family == "arc":  # 900 cells per example: an end-to-end smoke run, not a result
         # ARC needs the per-task puzzle embedding to say which task it is solving
         arch = dataclasses.replace(arch, puzzle_emb_ndim=128, puzzle_emb_len=1)
-        optim = dataclasses.replace(optim, global_batch_size=32, max_steps=300, weight_decay=0.1,
+        optim = dataclasses.replace(optim, global_batch_size=32, max_steps=50, weight_decay=0.1,
                                     puzzle_emb_weight_decay=0.1)
         ev = dataclasses.replace(ev, interval=0, max_examples=128)
     return TrainConfig(model=model, preset="quick", data=DataConfig(family=family, build="--preset cpu"),
