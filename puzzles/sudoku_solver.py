@@ -43,6 +43,16 @@ def tables(box: tuple[int, int]) -> _Tables:
     return _Tables(r, c)
 
 
+def _placed(vals: list[int], used: list[int], cell: int, units: tuple[int, int, int],
+            bit: int) -> tuple[list[int], list[int]]:
+    """Copies of (vals, used) with the digit `bit` (a one-hot bitmask) written into `cell`."""
+    v2, u2 = vals[:], used[:]
+    v2[cell] = bit.bit_length()
+    for unit in units:
+        u2[unit] |= bit
+    return v2, u2
+
+
 class _Search:
     """Depth-first search that counts solutions up to `limit` and counts branch points."""
 
@@ -79,14 +89,9 @@ class _Search:
             digits.append(b)
         if self.rng is not None:
             self.rng.shuffle(digits)
-        a, bb, k = self.t.cell_units[best]
+        units = self.t.cell_units[best]
         for b in digits:
-            v2, u2 = vals[:], used[:]
-            v2[best] = b.bit_length()
-            u2[a] |= b
-            u2[bb] |= b
-            u2[k] |= b
-            self.run(v2, u2)
+            self.run(*_placed(vals, used, best, units, b))
             if self.count >= self.limit:
                 return
 
@@ -202,10 +207,5 @@ def has_other_solution(vals: list[int], box: tuple[int, int], cell: int, digit: 
     while m and not s.count:
         d = m & -m
         m ^= d
-        v2, u2 = vals[:], used[:]
-        v2[cell] = d.bit_length()
-        u2[a] |= d
-        u2[b] |= d
-        u2[k] |= d
-        s.run(v2, u2)
+        s.run(*_placed(vals, used, cell, (a, b, k), d))
     return s.count > 0

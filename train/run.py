@@ -96,11 +96,11 @@ RESUMABLE_CHANGES = ("optim.epochs", "optim.max_steps", "eval.", "log.", "system
 RUNTIME_KEYS = ("log.progress", "system.threads", "system.run_dir", "system.device", "data.path")
 
 
-def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir: Path) -> bool:
-    """Whether to resume from the checkpoint in `run_dir`; raises when it belongs to another config."""
+def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir: Path) -> None:
+    """Return if the checkpoint in `run_dir` may be resumed with `cfg`; raise when it belongs to another config."""
     diffs = [k for k in diff_configs(stored, cfg) if not k.startswith(RUNTIME_KEYS)]
     if not diffs:
-        return True
+        return
     if not resume:
         raise TrainError(f"{run_dir} holds a run with another config (differs in {', '.join(diffs)}); "
                          f"pass --resume to continue it, or choose another system.run_dir")
@@ -108,4 +108,3 @@ def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir
     if fixed:
         raise TrainError(f"cannot resume {run_dir} with a changed {', '.join(fixed)}; only training length, "
                          f"evaluation, logging and system keys may change")
-    return True
