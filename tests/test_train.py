@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A model small enough for milliseconds per step; one thread (other tests share the cores, and
 # oversubscribed threads make tiny ops hundreds of times slower).
 TINY = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cycles=2", "arch.L_layers=1",
-        "arch.halt_max_steps=3", "optim.global_batch_size=8", "optim.lr_warmup_steps=2", "system.dtype=float32",
+        "arch.halt_max_steps=3", "optim.global_batch_size=8", "optim.lr_warmup_steps=2", "system.dtype=float32", "system.compile=off",
         "system.threads=1", "log.progress=false", "log.interval=1", "eval.interval=0", "system.checkpoint_interval=1000"]
 
 

@@ -7,6 +7,7 @@ Nothing else in the project looks at `torch.cuda` or environment variables for t
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,19 @@ def _bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def _compile_default(dev: torch.device) -> tuple[bool, str]:
+    """On where it wins: CUDA, and CPUs with a C++ compiler for inductor's kernels (the quick
+    TRM-MLP step: 0.80 s eager -> 0.68 s compiled on 2 cores, ~10 s of compiling). MPS stays eager."""
+    if dev.type == "cuda":
+        return True, "default on CUDA"
+    if dev.type == "cpu":
+        cxx = next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
+        if cxx:
+            return True, f"default on CPU: fused kernels, compiled with {cxx}; system.compile=off to skip"
+        return False, "no C++ compiler found for CPU kernels (install g++ or clang to enable)"
+    return False, f"off by default on {dev.type}; system.compile=on to try"
+
+
 def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto",
                  verbose: bool = True) -> System:
     """Decide device, distributed setup, compile and precision; print what was chosen and why."""
@@ -74,8 +88,7 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
     lines.insert(0, f"device: {dev} ({why})")
 
     if compile == "auto":
-        use_compile, cwhy = dev.type == "cuda", ("default on CUDA" if dev.type == "cuda"
-                                                  else "off by default off CUDA; system.compile=on to enable")
+        use_compile, cwhy = _compile_default(dev)
     elif compile in ("on", "off"):
         use_compile, cwhy = compile == "on", "asked for"
     else:
