@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per mode (best kept)")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    p.add_argument("--no-ema", action="store_true", help="raw weights of a run trained with EMA (default: EMA, as evaluated)")
     p.add_argument("--threads", type=int, default=0, help="> 0 sets torch's CPU threads")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         raise UserError(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}") from None
 
-    model, payload = load_model(args.checkpoint, ema=args.ema)
+    model, payload = load_model(args.checkpoint, ema=False if args.no_ema else None)
     cfg = payload.get("config") or {}
     data = Path(args.data or (cfg.get("data") or {}).get("path")
                 or f"data/{(cfg.get('data') or {}).get('family')}-{cfg.get('preset', 'quick')}")

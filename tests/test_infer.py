@@ -13,10 +13,10 @@ import torch
 
 from models import MODELS, ModelConfig
 from puzzles import maze, sudoku
-from puzzles.errors import run_cli
+from puzzles.errors import UserError, run_cli
 from train.checkpoint import save_checkpoint
 from train.infer import Engine, iter_solve, solve
-from train.solve import main as solve_main
+from train.solve import load_model, main as solve_main
 
 K = 6
 
@@ -275,3 +275,22 @@ def test_cli_refuses_another_size_or_family(tmp_path, sudoku_ckpt, capsys):
     small.write_text(sudoku.to_text(sudoku.generate(1, box=(2, 2), seed=0)[0][0]) + "\n")
     assert run_cli(solve_main, [str(maze_ckpt), str(small)]) == 2
     assert "4x4 sudoku" in capsys.readouterr().err
+
+
+def test_load_model_uses_the_weights_the_trainer_evaluated(tmp_path):
+    """A run trained with EMA is solved with its EMA weights unless asked for the raw ones; asking
+    for EMA weights a run never kept is a one-line error."""
+    model = tiny_model("trm-mlp", 16, 6)
+    shadow = {name: torch.full_like(p, 0.5) for name, p in model.named_parameters()}
+    base = {"model_name": "trm-mlp", "model_config": dataclasses.asdict(model.config), "model": model.state_dict(),
+            "config": {"data": {"family": "sudoku"}}}
+    with_ema, without = tmp_path / "ema.pt", tmp_path / "raw.pt"
+    save_checkpoint(with_ema, base | {"optim": {"ema": {"shadow": shadow}}})
+    save_checkpoint(without, base | {"optim": {"ema": None}})
+    name, raw = next(iter(model.named_parameters()))
+    default = dict(load_model(with_ema)[0].named_parameters())[name]
+    assert torch.equal(default, shadow[name]) and not torch.equal(default, raw)
+    assert torch.equal(dict(load_model(with_ema, ema=False)[0].named_parameters())[name], raw)
+    assert torch.equal(dict(load_model(without)[0].named_parameters())[name], raw)
+    with pytest.raises(UserError, match="holds no EMA weights"):
+        load_model(without, ema=True)

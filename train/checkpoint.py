@@ -107,3 +107,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         for device, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s.cpu(), device)
+
+
+def ema_shadow(payload: dict) -> dict | None:
+    """The EMA weights a training checkpoint holds, if its run kept them."""
+    return ((payload.get("optim") or {}).get("ema") or {}).get("shadow") or None
+
+
+@torch.no_grad()
+def use_ema_weights(model: torch.nn.Module, payload: dict) -> None:
+    """Overwrite the model's parameters with the checkpoint's EMA weights."""
+    params = dict(model.named_parameters())
+    for name, value in ema_shadow(payload).items():
+        params[name].copy_(value)

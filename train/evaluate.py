@@ -36,7 +36,7 @@ from models import ModelConfig, build_model, load_reference_state_dict
 from puzzles.dataset import Split, grid_spec, load_identifiers, load_split
 from puzzles.errors import PuzzleError, run_cli
 
-from .checkpoint import load_checkpoint
+from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .config import MODEL_NAMES, PRESETS, EvalConfig
 from .overrides import ConfigError, config_from_dict
 from .run import (CHECKPOINT, TrainError, apply_user_overrides, check_dataset_matches, config_from_checkpoint,
@@ -334,11 +334,8 @@ def _load(args, ckpt: Path, system_for):
         except RuntimeError as err:  # e.g. an arch override that changes a weight's shape
             lines = [x.strip() for x in str(err).splitlines() if x.strip()]
             raise TrainError(f"{ckpt}: weights do not fit the model ({lines[min(1, len(lines) - 1)][:300]})") from None
-        ema = (payload.get("optim") or {}).get("ema")
-        if cfg.optim.ema and ema and not args.no_ema:
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    p.copy_(ema["shadow"][name])
+        if cfg.optim.ema and ema_shadow(payload) and not args.no_ema:
+            use_ema_weights(model, payload)
             print("weights: EMA (--no-ema for the raw ones)", flush=True)
         return model.to(system.device), cfg, split, system
 

@@ -28,29 +28,28 @@ from models import HaltingModel, ModelConfig, build_model
 from puzzles import maze, sudoku
 from puzzles.errors import PuzzleError, UserError, run_cli
 
-from .checkpoint import load_checkpoint
+from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .infer import MODES, Engine
 
 SUDOKU_BOX = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)}
 CSV_HEADER = ["source", "question", "answer", "rating"]
 
 
-def load_model(path: str | os.PathLike, ema: bool = False) -> tuple[HaltingModel, dict]:
-    """The model a training checkpoint describes, with its raw (or --ema averaged) weights."""
+def load_model(path: str | os.PathLike, ema: bool | None = None) -> tuple[HaltingModel, dict]:
+    """The model a training checkpoint describes. `ema`: None = the weights its trainer evaluated
+    (the EMA average when the run kept one), True = the EMA average (error if none), False = raw."""
     payload = load_checkpoint(path)
     try:
         model = build_model(payload["model_name"], ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"checkpoint {path} does not describe a model of this version ({err})") from None
+    if ema is None:
+        ema = bool(ema_shadow(payload))
     if ema:
-        shadow = ((payload.get("optim") or {}).get("ema") or {}).get("shadow")
-        if not shadow:
-            raise UserError(f"--ema: checkpoint {path} holds no EMA weights (trained with optim.ema=false)")
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in shadow.items():
-                params[name].copy_(value)
+        if not ema_shadow(payload):
+            raise UserError(f"checkpoint {path} holds no EMA weights (trained with optim.ema=false)")
+        use_ema_weights(model, payload)
     return model, payload
 
 
@@ -173,7 +172,8 @@ def parser() -> argparse.ArgumentParser:
                    help="supervision steps at most (default: the model's halt_max_steps)")
     p.add_argument("--out", help="write the answers here instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
-    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights (default: raw weights)")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw weights of a run trained with EMA (default: the EMA weights its trainer evaluated)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step function")
     p.add_argument("--threads", type=int, default=0,
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not path.is_file():
         raise PuzzleError(f"{path} does not exist or is not a file")
 
-    model, payload = load_model(args.checkpoint, ema=args.ema)
+    model, payload = load_model(args.checkpoint, ema=False if args.no_ema else None)
     family = ((payload.get("config") or {}).get("data") or {}).get("family")
     n = math.isqrt(model.config.seq_len)
     if family not in ("sudoku", "maze") or n * n != model.config.seq_len or (family == "sudoku" and n not in SUDOKU_BOX):
