@@ -53,8 +53,10 @@ def labels_of(batch):
     return batch["labels"].clamp(min=0)  # -100 (ignored) -> 0, the dataset's PAD
 
 
-def evaluate(model, data: Path, out: Path | None = None, mode: str = "fixed", batch_size: int = 4) -> dict:
-    return evaluate_split(model, load_split(data, "test"), EvalConfig(mode=mode), CPU, data, out, batch_size)
+def evaluate(model, data: Path, out: Path | None = None, mode: str = "fixed", batch_size: int = 4,
+             threshold: float = 0.0) -> dict:
+    return evaluate_split(model, load_split(data, "test"), EvalConfig(mode=mode, threshold=threshold), CPU, data,
+                          out, batch_size)
 
 
 # --- ARC -------------------------------------------------------------------------------------
@@ -219,6 +221,11 @@ def test_cli_refusals(trained_run, tmp_path, capsys):
     assert "holds a trm-mlp model" in err
     _, err = cli([str(trained_run), "arch.hidden_size=64", "--out", str(tmp_path / "o")], capsys, 2)
     assert "weights do not fit the model" in err and "size mismatch" in err
+    _, err = cli([str(trained_run), "--threshold", "0.9", "--out", str(tmp_path / "o")], capsys, 2)
+    assert "--threshold needs --mode adaptive or continuous" in err  # the run evaluates in fixed mode
+    _, err = cli([str(trained_run), "--mode", "continuous", "--threshold", "1.5", "--out", str(tmp_path / "o")],
+                 capsys, 2)
+    assert "--threshold must be a probability" in err
     _, err = cli([str(tmp_path / "nowhere")], capsys, 2)
     assert "does not exist" in err
     bad = tmp_path / "bad.pt"
@@ -303,5 +310,17 @@ def test_continuous_mode_equals_adaptive(sudoku_data, tmp_path):
     assert 1 < adaptive["steps"] < 4  # the check means something: halting varies
     assert continuous == pytest.approx(adaptive)
     a, c = (np.load(tmp_path / d / "predictions.npz") for d in ("a", "c"))
+    for key in ("preds", "steps", "step_preds", "index"):
+        np.testing.assert_array_equal(a[key], c[key])
+    # a halting threshold: stricter than the model's rule (q_halt > 0 is probability 0.5), so rows
+    # run longer, and the batch and slot runs still agree row for row
+    strict = {m: evaluate(model, sudoku_data, tmp_path / f"t{m}", mode=m, batch_size=4, threshold=0.8)
+              for m in ("adaptive", "continuous")}
+    assert strict["adaptive"]["steps"] > adaptive["steps"] and strict["continuous"] == pytest.approx(strict["adaptive"])
+    a, c = (np.load(tmp_path / f"t{m}" / "predictions.npz") for m in ("adaptive", "continuous"))
+    prob, ran = a["q_halt"], a["steps_run"]  # (steps, rows) halting probabilities, steps each row ran
+    for row, k in enumerate(ran):  # each row stopped at its first step with probability >= 0.8
+        assert (prob[: k - 1, row] < 0.8).all() and (k == 4 or prob[k - 1, row] >= 0.8)
+    assert (ran < 4).any()
     for key in ("preds", "steps", "step_preds", "index"):
         np.testing.assert_array_equal(a[key], c[key])

@@ -73,12 +73,17 @@ class EvalConfig:
     batch_size: int = 0  # 0 = optim.global_batch_size
     mode: str = "fixed"  # fixed: every sample runs halt_max_steps (reference); adaptive: stop at halting;
     # continuous: adaptive with halted slots refilled at once (continuous depth-wise batching, train/infer.py)
+    threshold: float = 0.0  # adaptive/continuous: halt at sigmoid(q_halt) >= threshold; 0 = the model's rule
     max_examples: int = 0  # > 0 evaluates only the first N examples of the split (quick looks)
     save_predictions: int = 512  # rows of predictions.npz kept for pictures and reports
 
     def __post_init__(self):
         if self.mode not in ("fixed", "adaptive", "continuous"):
             raise ValueError(f"eval.mode must be fixed, adaptive or continuous, got {self.mode!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"eval.threshold must be a probability in (0, 1] (0 = the model's rule), got {self.threshold}")
+        if self.threshold and self.mode == "fixed":
+            raise ValueError("eval.threshold needs eval.mode adaptive or continuous (fixed runs every step)")
         if self.interval < 0 or self.batch_size < 0 or self.max_examples < 0 or self.save_predictions < 0:
             raise ValueError("eval.interval, eval.batch_size, eval.max_examples and eval.save_predictions must be >= 0")
 
@@ -178,6 +183,8 @@ def quick(family: str, model: str) -> TrainConfig:
     optim = OptimConfig(global_batch_size=128, epochs=80, lr=2e-3, lr_warmup_steps=50,
                         weight_decay=1.0, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=1.0,
                         ema=True, ema_rate=0.99)
+    if model == "hrm":  # 6x6 Sudoku, 625 steps: cell accuracy 0.635 at lr 5e-4 vs 0.591 at 2e-3
+        optim = dataclasses.replace(optim, lr=5e-4)
     ev = EvalConfig(interval=20)
     if family == "maze":  # 10x10 mazes: 100 cells, ~3x a 6x6 Sudoku per example
         optim = dataclasses.replace(optim, epochs=40)

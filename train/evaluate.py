@@ -72,7 +72,9 @@ def _valid_solutions(family: str, info: dict, inputs: np.ndarray, preds: np.ndar
     return np.zeros(len(inputs), dtype=bool)
 
 
-def _halt_rule(model, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+def _halt_rule(model, q_halt: torch.Tensor, q_continue: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    if threshold:
+        return torch.sigmoid(q_halt) >= threshold
     if model.config.halt_rule == "q_halt":
         return q_halt > 0
     return q_halt > q_continue
@@ -80,11 +82,13 @@ def _halt_rule(model, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.T
 
 @torch.inference_mode()
 def run_batches(model, split: Split, batch_size: int, device: torch.device, adaptive: bool,
-                max_examples: int = 0, keep_steps: int = 0, rank: int = 0, world_size: int = 1) -> dict:
+                max_examples: int = 0, keep_steps: int = 0, rank: int = 0, world_size: int = 1,
+                threshold: float = 0.0) -> dict:
     """Run every example of `split` to its end; returns per-example numpy arrays (this rank's rows).
 
-    A row finishes at its first halt (adaptive) or at halt_max_steps (fixed); its prediction then is
-    frozen, even though the wrapper would restart a halted row on the next call.
+    A row finishes at its first halt (adaptive: the model's rule, or sigmoid(q_halt) >= `threshold`)
+    or at halt_max_steps (fixed); its prediction is then frozen. The wrapper itself never halts a
+    row early here, so rows run on unchanged until the batch is done (rows are independent).
     """
     from puzzles.loader import eval_batches
     model.eval()
@@ -109,11 +113,11 @@ def run_batches(model, split: Split, batch_size: int, device: torch.device, adap
         halt_at = torch.full((B,), K, dtype=torch.int32, device=device)
         step_preds, step_q = [], []
         for k in range(1, K + 1):
-            carry, logits, q_halt, q_continue = model.step(carry, batch, adaptive=adaptive)
+            carry, logits, q_halt, q_continue = model.step(carry, batch, adaptive=False)
             p = logits.argmax(-1).to(preds.dtype)
-            wants = _halt_rule(model, q_halt, q_continue) | (k == K)
+            wants = _halt_rule(model, q_halt, q_continue, threshold) | (k == K)
             halt_at = torch.where((halt_at == K) & wants & (k < K), k, halt_at)
-            finishing = ~done & (carry.halted if adaptive else torch.full_like(done, k == K))
+            finishing = ~done & (wants if adaptive else torch.full_like(done, k == K))
             preds = torch.where(finishing[:, None], p, preds)
             q_final = torch.where(finishing, q_halt, q_final)
             steps = torch.where(finishing, k, steps)
@@ -170,11 +174,11 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
     """Evaluate, reduce across ranks, write predictions (rank 0); returns the metrics (means)."""
     family, info = family_of(split.meta)
     if cfg.mode == "continuous":
-        res = run_continuous(model, split, batch_size, system, cfg.max_examples, cfg.save_predictions)
+        res = run_continuous(model, split, batch_size, system, cfg.max_examples, cfg.save_predictions, cfg.threshold)
     else:
         res = run_batches(model, split, batch_size, system.device, adaptive=cfg.mode == "adaptive",
                           max_examples=cfg.max_examples, keep_steps=cfg.save_predictions,
-                          rank=system.rank, world_size=system.world_size)
+                          rank=system.rank, world_size=system.world_size, threshold=cfg.threshold)
     sums = score(res, family, info)
     names = sorted(sums)
     if system.distributed:
@@ -192,7 +196,7 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
 
 
 def run_continuous(model, split: Split, batch_size: int, system, max_examples: int = 0,
-                   keep_steps: int = 0) -> dict:
+                   keep_steps: int = 0, threshold: float = 0.0) -> dict:
     """`run_batches`' result computed by the slot engine (train/infer.py): adaptive halting, and a
     halted puzzle's slot refilled at once. Per-step records (for pictures) come from an adaptive
     batch run over the first `keep_steps` examples, which gives the same numbers per puzzle."""
@@ -204,14 +208,15 @@ def run_continuous(model, split: Split, batch_size: int, system, max_examples: i
     rows = rows[(rows % batch_size) // local == system.rank]  # the rows eval_batches gives this rank
     inputs, labels = split.examples(rows)
     ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))[rows]
-    out = Engine(model, mode="continuous", slots=local, device=system.device).solve(inputs, ids)
+    out = Engine(model, mode="continuous", slots=local, device=system.device,
+                 threshold=threshold or None).solve(inputs, ids)
     res = {"index": rows.astype(np.int64), "inputs": inputs,
            "labels": np.where(labels == int(split.meta.get("ignore_label_id", 0)), IGNORE_LABEL_ID, labels),
            "preds": out.preds, "q_halt": out.q_halt_logit, "steps": out.steps, "halt_steps": out.steps,
            "puzzle_identifiers": ids}
     first = run_batches(model, split, batch_size, system.device, adaptive=True,
                         max_examples=max(1, min(n, keep_steps)), keep_steps=keep_steps,
-                        rank=system.rank, world_size=system.world_size)
+                        rank=system.rank, world_size=system.world_size, threshold=threshold)
     res["step_preds"], res["step_q"] = first["step_preds"], first["step_q"]
     return res
 
@@ -287,6 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("fixed", "adaptive", "continuous"), help="fixed: halt_max_steps for every "
                    "example; adaptive: stop at the halting head's decision; continuous: adaptive with halted "
                    "slots refilled at once (train/infer.py) (default: the run's eval.mode)")
+    p.add_argument("--threshold", type=float, help="adaptive/continuous: halt once sigmoid(q_halt) >= THRESHOLD "
+                   "(default: the run's eval.threshold; 0 = the model's own rule)")
     p.add_argument("--out", help="output directory (default RUN/eval/SPLIT)")
     p.add_argument("--force", action="store_true", help="replace predictions already in --out")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights of a run trained with EMA")
@@ -379,13 +386,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise TrainError(f"{out} already holds predictions; pass --force to replace them")
     try:
         model, cfg, split, system = _load(args, ckpt, system_for)
-        if args.mode:
-            cfg.eval.mode = args.mode
+        try:
+            cfg.eval = dataclasses.replace(cfg.eval, mode=args.mode or cfg.eval.mode, threshold=cfg.eval.threshold
+                                           if args.threshold is None else args.threshold)
+        except ValueError as err:
+            raise TrainError(str(err).replace("eval.mode", "--mode").replace("eval.threshold", "--threshold")) from None
         n = min(len(split), cfg.eval.max_examples or len(split))
         if system.is_main:
             note = f" (eval.max_examples={cfg.eval.max_examples}; eval.max_examples=0 for all)" if n < len(split) else ""
             print(f"evaluating {cfg.model} on {n} of {len(split)} examples of {split.root}/{split.name}, "
-                  f"{cfg.eval.mode} mode{note}", flush=True)
+                  f"{cfg.eval.mode} mode{f', threshold {cfg.eval.threshold:g}' if cfg.eval.threshold else ''}{note}",
+                  flush=True)
         metrics = evaluate_split(model, split, cfg.eval, system, split.root, out_dir=out,
                                  batch_size=cfg.eval.batch_size or cfg.optim.global_batch_size)
         if system.is_main:
