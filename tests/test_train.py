@@ -31,10 +31,11 @@ TINY = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_cycles=1", "arch.L_cy
 
 
 @pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
+def _keep_threads():  # and the deterministic-kernels switch that setup_system sets on CPU
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     yield
     torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def build_sudoku(out: Path, *options: str) -> Path:
@@ -299,3 +300,15 @@ def test_subprocess_errors_exit_2_without_traceback(tmp_path, trained_run, case)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
     assert ("did you mean 'optim.lr'" if case == "unknown_key" else "truncated or corrupt") in lines[0]
+
+
+@pytest.mark.slow
+def test_compiled_two_thread_runs_are_identical(tmp_path, sudoku_data):
+    """The quick preset compiles on CPU: two compiled runs with 2 threads end with the same weights
+    (inductor's threaded kernels must not sum gradients in arrival order)."""
+    torch._dynamo.reset()
+    for name in "ab":
+        train(tiny_cfg(sudoku_data, tmp_path / name, "optim.max_steps=12", "system.compile=on", "system.threads=2",
+                       "optim.global_batch_size=16", "arch.hidden_size=64"))
+    a, b = (final_state(tmp_path / n)["model"] for n in "ab")
+    assert_same(a, b)
