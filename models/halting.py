@@ -120,7 +120,7 @@ class HaltingModel(nn.Module):
             halted = steps >= cfg.halt_max_steps
             use_rule = self.training or (cfg.eval_adaptive if adaptive is None else adaptive)
             if use_rule and cfg.halt_max_steps > 1:
-                halted = halted | self._wants_halt(q_halt, q_continue)
+                halted = halted | self.wants_halt(q_halt, q_continue)
                 if self.training:
                     # Exploration; both draws happen every training step (reference RNG order).
                     explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob
@@ -130,7 +130,12 @@ class HaltingModel(nn.Module):
                     current_data=carry.current_data)
         return new, logits, q_halt, q_continue
 
-    def _wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+    def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor,
+                   threshold: float | None = None) -> torch.Tensor:
+        """The halting head's decision: the model's rule, or, given a `threshold` (inference
+        only), sigmoid(q_halt) >= threshold."""
+        if threshold:
+            return torch.sigmoid(q_halt) >= threshold
         if self.config.halt_rule == "q_halt":
             return q_halt > 0
         return q_halt > q_continue

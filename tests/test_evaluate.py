@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models import HaltingModel
 from puzzles.dataset import load_split
 from puzzles.errors import run_cli
 from train.config import EvalConfig
@@ -39,6 +40,8 @@ class Oracle(torch.nn.Module):
     def initial_carry(self, batch):
         n = batch["inputs"].shape[0]
         return SimpleNamespace(steps=torch.zeros(n, dtype=torch.int32), halted=torch.ones(n, dtype=torch.bool))
+
+    wants_halt = HaltingModel.wants_halt  # the real rule: it reads only config.halt_rule
 
     def step(self, carry, batch, adaptive=None):
         steps = torch.where(carry.halted, 0, carry.steps) + 1  # halted rows restart, as the wrapper does

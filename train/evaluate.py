@@ -72,14 +72,6 @@ def _valid_solutions(family: str, info: dict, inputs: np.ndarray, preds: np.ndar
     return np.zeros(len(inputs), dtype=bool)
 
 
-def _halt_rule(model, q_halt: torch.Tensor, q_continue: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    if threshold:
-        return torch.sigmoid(q_halt) >= threshold
-    if model.config.halt_rule == "q_halt":
-        return q_halt > 0
-    return q_halt > q_continue
-
-
 @torch.inference_mode()
 def run_batches(model, split: Split, batch_size: int, device: torch.device, adaptive: bool,
                 max_examples: int = 0, keep_steps: int = 0, rank: int = 0, world_size: int = 1,
@@ -115,7 +107,7 @@ def run_batches(model, split: Split, batch_size: int, device: torch.device, adap
         for k in range(1, K + 1):
             carry, logits, q_halt, q_continue = model.step(carry, batch, adaptive=False)
             p = logits.argmax(-1).to(preds.dtype)
-            wants = _halt_rule(model, q_halt, q_continue, threshold) | (k == K)
+            wants = model.wants_halt(q_halt, q_continue, threshold) | (k == K)
             halt_at = torch.where((halt_at == K) & wants & (k < K), k, halt_at)
             finishing = ~done & (wants if adaptive else torch.full_like(done, k == K))
             preds = torch.where(finishing[:, None], p, preds)

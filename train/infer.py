@@ -103,11 +103,7 @@ class Engine:
         halt = steps >= self.max_steps
         if self.mode == "fixed":
             return halt
-        if self.threshold is not None:
-            return halt | (torch.sigmoid(q_halt) >= self.threshold)
-        if self.model.config.halt_rule == "q_halt":
-            return halt | (q_halt > 0)
-        return halt | (q_halt > q_continue)
+        return halt | self.model.wants_halt(q_halt, q_continue, self.threshold)
 
     @torch.inference_mode()
     def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple[np.ndarray, int]],

@@ -44,11 +44,10 @@ def load_model(path: str | os.PathLike, ema: bool | None = None) -> tuple[Haltin
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"checkpoint {path} does not describe a model of this version ({err})") from None
-    if ema is None:
-        ema = bool(ema_shadow(payload))
-    if ema:
-        if not ema_shadow(payload):
-            raise UserError(f"checkpoint {path} holds no EMA weights (trained with optim.ema=false)")
+    has_ema = ema_shadow(payload) is not None
+    if ema and not has_ema:
+        raise UserError(f"checkpoint {path} holds no EMA weights (trained with optim.ema=false)")
+    if has_ema and ema is not False:
         use_ema_weights(model, payload)
     return model, payload
 
