@@ -2,7 +2,7 @@
 
     python -m bench.train_step --config A                       # fp32, eager
     python -m bench.train_step --config A --dtype bf16 --compile 1 --steps 10
-    python -m bench.train_step --all                            # A-D x {fp32 eager, bf16 eager, bf16 compiled}
+    python -m bench.train_step --all                            # A-D x {fp32, bf16} x {eager, compiled}
     python -m bench.train_step --config A --json                # one JSON object per measurement
 
 A step is exactly the trainer's (`train.step.TrainStep`): one supervision step forward with the
@@ -41,8 +41,10 @@ from models import MODELS, ModelConfig
 from models.layers import swiglu_width
 from models.recursion import num_differentiated_calls
 from puzzles.errors import UserError, run_cli
+from train.setup import cpu_description
 
-MODES = {"fp32-eager": ("fp32", False), "bf16-eager": ("bf16", False), "bf16-compiled": ("bf16", True)}
+MODES = {"fp32-eager": ("fp32", False), "fp32-compiled": ("fp32", True), "bf16-eager": ("bf16", False),
+         "bf16-compiled": ("bf16", True)}
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--compile", type=int, choices=(0, 1), default=0)
     p.add_argument("--steps", type=int, default=5, help="timed steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=0, help="warm-up steps (default 2 eager, 3 compiled)")
-    p.add_argument("--all", action="store_true", help="table of A-D x {fp32-eager, bf16-eager, bf16-compiled}")
+    p.add_argument("--all", action="store_true", help="table of configs x {fp32, bf16} x {eager, compiled}, "
+                                                      "fastest mode per config marked")
     p.add_argument("--configs", default="A,B,C,D", help="with --all: which configs, comma-separated (e.g. Q,QT,QH)")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
@@ -244,13 +247,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--configs: unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    cpu = cpu_description()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}", flush=True)
+    print(f"cpu: {cpu}", flush=True)
     if not args.json:
         print(HEADER, flush=True)
+    results = []
     for c, dtype, comp in runs:
         warmup = args.warmup or (3 if comp else 2)
-        r = measure(c, dtype, comp, args.steps, warmup, device=args.device, batch=args.batch)
+        r = measure(c, dtype, comp, args.steps, warmup, device=args.device, batch=args.batch) | {"cpu": cpu}
+        results.append(r)
         print(json.dumps(r) if args.json else format_row(r), flush=True)
+    if args.all and not args.json:
+        for c in names:
+            best = min((r for r in results if r["config"] == c), key=lambda r: r["median_s"])
+            mode = f"{best['dtype']}-{'compiled' if best['compile'] else 'eager'}"
+            print(f"fastest for {c}: {mode} ({best['median_s']:.3f} s per step)", flush=True)
     return 0
 
 

@@ -222,7 +222,7 @@ def test_cli_sudoku_lines_and_a_bad_line(tmp_path, sudoku_ckpt, capsys):
     text = "# four by four\n" + "\n".join(lines[:2]) + "\n12x4............\n\n" + "\n".join(lines[2:]) + "\n"
     src = tmp_path / "p.txt"
     src.write_text(text)
-    assert run_cli(solve_main, [str(ckpt), str(src), "--slots", "2"]) == 1
+    assert run_cli(solve_main, [str(ckpt), str(src), "--slots", "2", "--dtype", "float32"]) == 1
     out, err = capsys.readouterr()
     assert out.count("\n") == 5
     assert f"{src}:4: invalid character 'x'" in err and "5 puzzles" in err and "1 bad lines" in err

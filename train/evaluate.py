@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def system_for(cfg):
         if cfg.system.threads:
             torch.set_num_threads(cfg.system.threads)
-        systems.append(setup_system(cfg.system.device, cfg.system.dtype, "off"))
+        systems.append(setup_system(cfg.system.device, cfg.system.dtype, "off", width=cfg.arch.hidden_size))
         return systems[-1]
 
     target = Path(args.target)

@@ -73,9 +73,9 @@ def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, dis
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
-    if cfg.system.threads:
+    if cfg.system.threads:  # before setup: the precision probe measures with these threads
         torch.set_num_threads(cfg.system.threads)
+    system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile, width=cfg.arch.hidden_size)
     run_dir = run_dir_of(cfg)
     try:
         summary = _train(cfg, system, run_dir, resume)

@@ -1,14 +1,18 @@
 """One place that decides where and how a run executes: device, distributed, compile, precision.
 
-`setup_system(cfg)` is called once per run, in this fixed order (device -> distributed -> compile
--> precision), and prints each choice with the reason so a log always says how it ran.
+`setup_system(cfg)` is called once per run, in this fixed order (device -> distributed -> precision
+-> compile: whether compiling pays depends on the dtype), and prints each choice with the reason so a log always says how it ran.
 Nothing else in the project looks at `torch.cuda` or environment variables for these decisions.
 """
 from __future__ import annotations
 
 import os
+import platform
 import shutil
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -48,30 +52,112 @@ def _pick_device(choice: str) -> tuple[torch.device, str]:
     return torch.device("cpu"), "no CUDA or MPS device found"
 
 
-def _bf16_supported(device: torch.device) -> bool:
+def cpu_description() -> str:
+    """The CPU's model name and whether PyTorch sees bf16 matmul hardware (AVX512-BF16 / AMX) on it."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        hw = "yes" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    except (AttributeError, RuntimeError):
+        hw = "unknown"
+    return f"{name}, {torch.get_num_threads()} threads, bf16 matmul hardware: {hw}"
+
+
+_MATMUL_SPEED: dict[tuple, float] = {}
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, width: int) -> float:
+    """GFLOP/s of a (tokens x width) @ (width x 4 width) matmul, the shape of a feed-forward layer.
+
+    Cached per process. The token count keeps one call near 64 MFLOP, so even a CPU that emulates
+    bf16 in software (~1 GFLOP/s, 60x below its float32) answers in a fraction of a second."""
+    key = (device.type, dtype, width, torch.get_num_threads())
+    if key not in _MATMUL_SPEED:
+        tokens = min(1024, max(64, 32_000_000 // (4 * width * width)))
+        a = torch.randn(tokens, width, device=device).to(dtype)
+        b = torch.randn(width, 4 * width, device=device).to(dtype)
+        best, spent = float("inf"), 0.0
+        with torch.no_grad():
+            a @ b  # warm-up: kernel selection, allocation
+            for _ in range(20):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter()
+                a @ b
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                took = time.perf_counter() - t
+                best, spent = min(best, took), spent + took
+                if spent > 0.05:
+                    break
+        _MATMUL_SPEED[key] = 2 * tokens * width * 4 * width / max(best, 1e-9) / 1e9
+    return _MATMUL_SPEED[key]
+
+
+# bf16 must beat float32 by this factor to be chosen on a CPU: a near-tie is not worth the
+# rounding (and the probe's noise is a few per cent).
+BF16_MIN_SPEEDUP = 1.25
+
+
+def choose_dtype(request: str, device: torch.device, width: int = 128) -> tuple[torch.dtype, str]:
+    """The compute dtype for `request` (auto | float32 | bfloat16) on `device`, and why, in words.
+
+    CUDA: bf16 where the GPU supports it. MPS: float32. CPU: bf16 only when a matmul of the
+    model's width is measured faster in bf16 than in float32 on this machine (CPUs without
+    AVX512-BF16 or AMX run it many times slower). An explicit bfloat16 on such a CPU runs, with
+    a warning that gives the measured slowdown."""
+    if request in ("float32", "fp32"):
+        return torch.float32, "asked for"
+    if request not in ("auto", "bfloat16", "bf16"):
+        raise UserError(f"system.dtype must be auto, float32 or bfloat16, got {request!r}")
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return True  # bf16 matmuls run on any x86/ARM CPU; fast where AMX/AVX512-BF16 exist
-    return False
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "asked for" if request != "auto" else "the GPU supports bf16"
+        if request != "auto":
+            raise UserError(f"system.dtype=bfloat16 is not supported on {torch.cuda.get_device_name(device)}")
+        return torch.float32, "the GPU lacks bf16"
+    if device.type != "cpu":
+        if request != "auto":
+            raise UserError(f"system.dtype=bfloat16 is not supported on {device}")
+        return torch.float32, f"bf16 is not used on {device.type}"
+    bf16 = matmul_gflops(device, torch.bfloat16, width)
+    fp32 = matmul_gflops(device, torch.float32, width)
+    figures = f"bf16 matmul {bf16:.1f} GFLOP/s vs float32 {fp32:.1f} GFLOP/s at width {width} on this CPU"
+    if request != "auto":
+        if bf16 < fp32:
+            print(f"warning: system.dtype=bfloat16 runs {fp32 / bf16:.1f}x slower than float32 here "
+                  f"({figures}); system.dtype=auto picks the faster one", file=sys.stderr, flush=True)
+        return torch.bfloat16, "asked for"
+    if bf16 >= BF16_MIN_SPEEDUP * fp32:
+        return torch.bfloat16, figures
+    return torch.float32, figures
 
 
-def _compile_default(dev: torch.device) -> tuple[bool, str]:
-    """On where it wins: CUDA, and CPUs with a C++ compiler for inductor's kernels (the quick
-    TRM-MLP step: 0.80 s eager -> 0.68 s compiled on 2 cores, ~10 s of compiling). MPS stays eager."""
+def _compile_default(dev: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+    """On where the compiled step is faster: CUDA, and CPUs with a C++ compiler for inductor's
+    kernels, in float32 and bf16 alike (bench.train_step's fp32/bf16 compiled rows). MPS stays eager."""
     if dev.type == "cuda":
         return True, "default on CUDA"
     if dev.type == "cpu":
         cxx = next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
         if cxx:
-            return True, f"default on CPU: fused kernels, compiled with {cxx}; system.compile=off to skip"
+            return True, (f"default on CPU with a C++ compiler ({cxx}): fused kernels beat eager in "
+                          f"{str(dtype).removeprefix('torch.')}; system.compile=off to skip")
         return False, "no C++ compiler found for CPU kernels (install g++ or clang to enable)"
     return False, f"off by default on {dev.type}; system.compile=on to try"
 
 
 def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto",
-                 verbose: bool = True) -> System:
-    """Decide device, distributed setup, compile and precision; print what was chosen and why."""
+                 verbose: bool = True, width: int = 128) -> System:
+    """Decide device, distributed setup, compile and precision; print what was chosen and why.
+
+    `width` is the model's hidden size: the precision probe times a matmul of that width."""
     lines = []
     dev, why = _pick_device(device)
     rank, world_size, local_rank = 0, 1, 0
@@ -85,10 +171,19 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)
         lines.append(f"distributed: {world_size} processes ({backend}), this is rank {rank}")
+    if dev.type == "cpu":
+        why += f"; {cpu_description()}"
     lines.insert(0, f"device: {dev} ({why})")
 
+    dt, dwhy = choose_dtype(dtype, dev, width)
+    if world_size > 1 and dev.type == "cpu" and dtype == "auto":  # every rank computes in rank 0's dtype
+        flag = torch.tensor([int(dt == torch.bfloat16)])
+        dist.broadcast(flag, src=0)
+        dt = torch.bfloat16 if flag.item() else torch.float32
+    lines.append(f"precision: {str(dt).removeprefix('torch.')} compute, float32 weights ({dwhy})")
+
     if compile == "auto":
-        use_compile, cwhy = _compile_default(dev)
+        use_compile, cwhy = _compile_default(dev, dt)
     elif compile in ("on", "off"):
         use_compile, cwhy = compile == "on", "asked for"
     else:
@@ -99,20 +194,6 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
         # with atomics in whatever order the threads arrive (two compiled 30-step runs differed by
         # 0.017 in a weight). The deterministic kernels cost nothing measurable here (0.59 vs 0.65 s).
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-    if dtype == "auto":
-        bf16 = _bf16_supported(dev)
-        dt = torch.bfloat16 if bf16 else torch.float32
-        dwhy = "device supports bf16" if bf16 else "device lacks bf16"
-    elif dtype in ("bfloat16", "bf16"):
-        if not _bf16_supported(dev):
-            raise UserError(f"system.dtype=bfloat16 is not supported on {dev}")
-        dt, dwhy = torch.bfloat16, "asked for"
-    elif dtype in ("float32", "fp32"):
-        dt, dwhy = torch.float32, "asked for"
-    else:
-        raise UserError(f"system.dtype must be auto, float32 or bfloat16, got {dtype!r}")
-    lines.append(f"precision: {str(dt).removeprefix('torch.')} compute, float32 weights ({dwhy})")
 
     if verbose and rank == 0:
         for line in lines:
