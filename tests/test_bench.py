@@ -1,0 +1,42 @@
+"""bench.train_step: the measurement record, architecture changes from the command line, the
+fastest-mode pick, and its one-line errors (figures themselves are benchmarks, not tests).
+Run: python -m pytest -q tests/test_bench.py
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import train_step
+from puzzles.errors import run_cli
+
+
+def test_a_measurement_names_the_cpu_and_follows_arch_changes(capsys):
+    argv = ["--config", "Q", "--batch", "4", "--steps", "1", "--warmup", "1", "--threads", "1", "--json"]
+    assert run_cli(train_step.main, argv) == 0
+    assert run_cli(train_step.main, [*argv, "--arch", "H_cycles=1"]) == 0
+    out = capsys.readouterr().out
+    assert "bf16 matmul hardware:" in out
+    full, one = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert full["dtype"] == "fp32" and not full["compile"] and full["batch"] == 4 and "cpu" in full
+    assert one["gflop_per_step"] < full["gflop_per_step"]  # H_cycles 3 -> 1: fewer no-grad cycles
+
+
+def test_fastest_mode_per_config():
+    rows = [{"config": "Q", "median_s": 2.0, "dtype": "fp32", "compile": False},
+            {"config": "Q", "median_s": 1.5, "dtype": "fp32", "compile": True},
+            {"config": "A", "median_s": 3.0, "dtype": "bf16", "compile": True}]
+    best = train_step.fastest(rows)
+    assert best["Q"]["compile"] and best["Q"]["median_s"] == 1.5 and best["A"]["median_s"] == 3.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "H_cycle=2"], "--arch 'H_cycle=2': expected KEY=INT"),
+    (["--arch", "H_cycles=two"], "expected KEY=INT"),
+    (["--steps", "0"], "--steps must be >= 1"),
+])
+def test_bad_arguments_are_one_line(capsys, argv, message):
+    assert run_cli(train_step.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
