@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def valid_rate(preds: np.ndarray) -> float:
         return float(np.mean([is_valid(family, n, x, y) for x, y in zip(inputs, preds)])) if checkable else float("nan")
 
-    print(f"cpu: {cpu_description()}" if device.type == "cpu" else f"device: {device}", flush=True)
+    print("\n".join(line for line in system.lines if not line.startswith("compile")), flush=True)
     print(f"{args.checkpoint}: {payload.get('model_name')} ({mc.forward_dtype} compute, halt_max_steps {mc.halt_max_steps}, "
           f"rule {mc.halt_rule}) on {data}/{args.split}: {len(inputs)} puzzles, {args.slots} slots, {device}, "
           f"{torch.get_num_threads()} threads, compile {'on' if args.compile else 'off'}", flush=True)

@@ -112,7 +112,8 @@ def test_trainer_evaluate_and_solve_follow_the_probe(monkeypatch, capsys, tmp_pa
     src = tmp_path / "p.txt"
     src.write_text("1...............\n")
     assert run_cli(solve_main, [str(ckpt), str(src)]) == 0
-    assert f"slots, {want}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"slots, {want}" in err and f"precision: {want} compute" in err and "GFLOP/s" in err
 
 
 def test_explicit_bf16_on_a_slow_cpu_warns_and_trains(monkeypatch, capsys, tmp_path, sudoku_data):

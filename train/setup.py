@@ -28,6 +28,7 @@ class System:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    lines: tuple[str, ...] = ()  # what was chosen and why, as printed (device, precision, compile)
 
     @property
     def distributed(self) -> bool:
@@ -199,7 +200,7 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
         for line in lines:
             print(line, flush=True)
     return System(device=dev, dtype=dt, compile=use_compile, rank=rank, world_size=world_size,
-                  local_rank=local_rank)
+                  local_rank=local_rank, lines=tuple(lines))
 
 
 def teardown_system(system: System, finished: bool = True) -> None:

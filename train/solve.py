@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for lineno, message in errors:
         print(f"{path}:{lineno}: {message}", file=sys.stderr)
 
+    print(next(line for line in system.lines if line.startswith("precision")), file=sys.stderr, flush=True)
     engine = Engine(model, mode=args.mode, slots=args.slots, max_steps=args.max_steps,
                     threshold=args.threshold, device=system.device, compile=args.compile)
     inputs = np.stack([x for _, x, _ in puzzles]) if puzzles else np.zeros((0, model.config.seq_len), np.int32)
