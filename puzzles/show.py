@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from puzzles.errors import PuzzleError, run_cli
+from puzzles.errors import PuzzleError, atomic_write, run_cli
 from puzzles.render import caption, grid_spec, hstack, render, save_png, vstack
 
 MAX_COPIES = 8       # augmented copies shown per group
@@ -159,9 +159,7 @@ def page(title: str, body: str) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 # ----------------------------------------------------------------------------- dataset browser

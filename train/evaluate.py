@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -34,7 +33,7 @@ import torch.distributed as dist
 
 from models import ModelConfig, build_model, load_reference_state_dict
 from puzzles.dataset import Split, grid_spec, load_identifiers, load_split
-from puzzles.errors import PuzzleError, run_cli
+from puzzles.errors import PuzzleError, atomic_write, run_cli
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .config import MODEL_NAMES, PRESETS, EvalConfig
@@ -252,21 +251,18 @@ def write_predictions(out_dir: Path, res: dict, family: str, info: dict, data_di
     """predictions.npz (dataset token space, labels 0 = ignore), meta.json and metrics.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "predictions.tmp.npz"
-    np.savez_compressed(tmp, inputs=res["inputs"], labels=np.where(res["labels"] == IGNORE, 0, res["labels"]),
+    atomic_write(out_dir / "predictions.npz", lambda f: np.savez_compressed(
+                        f, inputs=res["inputs"], labels=np.where(res["labels"] == IGNORE, 0, res["labels"]),
                         preds=res["preds"], step_preds=res["step_preds"], q_halt=res["step_q"].astype(np.float32),
                         steps=res["halt_steps"].astype(np.int32), steps_run=res["steps"].astype(np.int32),
-                        puzzle_identifiers=res["puzzle_identifiers"].astype(np.int32), index=res["index"])
-    os.replace(tmp, out_dir / "predictions.npz")
+                        puzzle_identifiers=res["puzzle_identifiers"].astype(np.int32), index=res["index"]))
     _atomic_json(out_dir / "meta.json", {"family": family, **info, "dataset": str(Path(data_dir).resolve()),
                                          "split": split, "metrics": metrics})
     _atomic_json(out_dir / "metrics.json", metrics)
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def write_summary(path: Path, summary: dict) -> None:

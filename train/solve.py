@@ -26,7 +26,7 @@ import torch
 
 from models import HaltingModel, ModelConfig, build_model
 from puzzles import maze, sudoku
-from puzzles.errors import PuzzleError, UserError, run_cli
+from puzzles.errors import PuzzleError, UserError, atomic_write, run_cli
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .infer import MODES, Engine
@@ -145,12 +145,6 @@ def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray) -> bool:
     return bool(sudoku.check(sudoku.decode(pred, n), SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # --- command line ------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -225,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     text = "".join(answer_text(family, p) + "\n" for p in result.preds)
     if out is not None:
-        write_atomic(out, text)
+        atomic_write(out, text)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
