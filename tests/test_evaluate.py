@@ -194,7 +194,9 @@ def test_cli_on_a_run_reproduces_the_trainers_evaluation(trained_run, tmp_path, 
     shutil.copytree(trained_run, run)
     before = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     old = dict(np.load(run / "eval" / "test" / "predictions.npz"))
-    out, _ = cli([str(run)], capsys)  # the run's own dataset, EMA weights, into RUN/eval/test
+    _, err = cli([str(run)], capsys, 2)  # the trainer's own evaluation is kept without --force
+    assert "already holds predictions; pass --force" in err
+    out, _ = cli([str(run), "--force"], capsys)  # the run's own dataset, EMA weights, into RUN/eval/test
     assert "weights: EMA" in out and "exact_accuracy" in out
     assert json.loads((run / "eval" / "test" / "metrics.json").read_text()) == before
     new = np.load(run / "eval" / "test" / "predictions.npz")

@@ -5,10 +5,13 @@
 
 Input: for a Sudoku model, one puzzle per line (n*n cells, '.' or '0' blank, side n from the
 model; blank lines and '#' comments skipped) or a Sudoku-Extreme CSV (`source,question,answer,
-rating`); for a maze model, a Maze-Hard CSV. Output: one answer line per puzzle (Sudoku digits,
-or the maze grid with its path as `o`; '?' marks a cell the model left as padding), then a summary
-on stderr: puzzles/s, mean steps, exact accuracy when the file has answers, and the share of
-answers that satisfy the puzzle's own rules. The engine is `train.infer` (modes explained there).
+rating`); for a maze model, a Maze-Hard CSV. Output: one line per input line, so line k of the
+output always answers line k of the input: the answer (Sudoku digits, or the maze grid with its
+path as `o`; '?' marks a cell the model left as padding), `error: <reason>` for a line that is
+not a puzzle, and blank lines, `#` comments and the CSV header copied as they are. Then a summary
+on stderr: puzzles/s, mean steps, exact accuracy when the file has answers, the share of answers
+that satisfy the puzzle's own rules, and the bad lines. The engine is `train.infer` (modes
+explained there).
 """
 from __future__ import annotations
 
@@ -84,7 +87,8 @@ def _maze_tokens(cells: str, n: int) -> np.ndarray:
 
 
 def read_puzzles(path: Path, family: str, n: int):
-    """(puzzles [(line, inputs, labels or None)], errors [(line, message)], kinds seen on bad lines)."""
+    """(puzzles [(line, inputs, labels or None)], errors [(line, message)], kinds seen on bad lines,
+    copied {line: text} for the lines that are neither: blank, comments, the CSV header)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -98,14 +102,13 @@ def read_puzzles(path: Path, family: str, n: int):
         raise PuzzleError(f"{path}:1: a maze model reads a Maze-Hard CSV with the header "
                           f"{','.join(CSV_HEADER)}; got {first[:40]!r}")
     tokens = _maze_tokens if family == "maze" else _sudoku_tokens
-    puzzles, errors, kinds = [], [], set()
+    puzzles, errors, kinds, copied = [], [], set(), {}
     header_seen = False
     for lineno, line in enumerate(lines, 1):
         if is_csv:
-            if not line.strip():
-                continue
-            if not header_seen:
-                header_seen = True
+            if not line.strip() or not header_seen:
+                header_seen = header_seen or bool(line.strip())
+                copied[lineno] = line
                 continue
             fields = next(csv.reader([line]))
             if len(fields) != 4:
@@ -115,6 +118,7 @@ def read_puzzles(path: Path, family: str, n: int):
         else:
             text = line.strip()
             if not text or text.startswith("#"):
+                copied[lineno] = line
                 continue
             cells, answer = text.split()[0], None
         try:
@@ -126,7 +130,7 @@ def read_puzzles(path: Path, family: str, n: int):
             continue
         puzzles.append((lineno, x, y))
     kinds.discard(None)
-    return puzzles, errors, kinds
+    return puzzles, errors, kinds, copied
 
 
 # --- answers -----------------------------------------------------------------------------------
@@ -136,13 +140,13 @@ def answer_text(family: str, tokens: np.ndarray) -> str:
     return "".join(chars[t] if 0 <= t < len(chars) else "?" for t in tokens.tolist())
 
 
-def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray) -> bool:
+def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray, box: tuple[int, int] | None = None) -> bool:
     """Does the answer satisfy the puzzle's own rules (whatever the file's answer says)?"""
     if family == "maze":
         return bool(maze.check_path(x.reshape(n, n), pred.reshape(n, n)))
     if not ((pred >= 2) & (pred <= n + 1)).all():
         return False
-    return bool(sudoku.check(sudoku.decode(pred, n), SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
+    return bool(sudoku.check(sudoku.decode(pred, n), box or SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -192,8 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the name of a file to write")
     if out is not None and out.exists() and not args.force:
         raise UserError(f"--out {out} exists; pass --force to overwrite it")
+    if out is not None and not out.absolute().parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.absolute().parent} does not exist")
     path = Path(args.file)
     if not path.is_file():
         raise PuzzleError(f"{path} does not exist or is not a file")
@@ -203,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = math.isqrt(model.config.seq_len)
     if family not in ("sudoku", "maze") or n * n != model.config.seq_len or (family == "sudoku" and n not in SUDOKU_BOX):
         raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku and maze models")
-    puzzles, errors, kinds = read_puzzles(path, family, n)
+    grid = payload.get("grid") or {}
+    box = tuple(grid["box"]) if grid.get("box") else None  # 2x3 and 3x2 boxes make the same 6x6 model
+    puzzles, errors, kinds, copied = read_puzzles(path, family, n)
     want = f"{n}x{n} {family}"
     if not puzzles and kinds - {want}:
         raise PuzzleError(f"{path} holds {' and '.join(sorted(kinds))} puzzles but checkpoint {args.checkpoint} "
@@ -217,7 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     result = engine.solve(inputs)
     seconds = time.perf_counter() - start
-    text = "".join(answer_text(family, p) + "\n" for p in result.preds)
+    # One line per input line: answers in place, a marked placeholder for each bad line.
+    lines = copied | {lineno: f"error: {message}" for lineno, message in errors}
+    lines |= {lineno: answer_text(family, p) for (lineno, _, _), p in zip(puzzles, result.preds)}
+    text = "".join(lines[k] + "\n" for k in sorted(lines))
     if out is not None:
         atomic_write(out, text)
     else:
@@ -228,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = [f"{count} puzzles in {seconds:.2f} s ({count / max(seconds, 1e-9):.1f} puzzles/s), "
                f"mode {args.mode}, {engine.slots} slots"]
     if count:
-        valid = np.mean([is_valid(family, n, x, p) for (_, x, _), p in zip(puzzles, result.preds)])
+        valid = np.mean([is_valid(family, n, x, p, box) for (_, x, _), p in zip(puzzles, result.preds)])
         summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}")
         summary.append(f"valid {100 * valid:.1f}%")
         labelled = [(y, p) for (_, _, y), p in zip(puzzles, result.preds) if y is not None]
@@ -236,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             exact = np.mean([np.array_equal(y, p) for y, p in labelled])
             summary.append(f"exact accuracy {100 * exact:.1f}% ({len(labelled)} answers)")
     if errors:
-        summary.append(f"{len(errors)} bad lines skipped")
+        summary.append(f"{len(errors)} bad lines answered 'error: ...'")
     print("; ".join(summary), file=sys.stderr)
     return 1 if errors else 0
 
