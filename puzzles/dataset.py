@@ -109,6 +109,26 @@ def check_indices(puzzle_identifiers, puzzle_indices, group_indices, num_example
 
 # ----------------------------------------------------------------------------------------- writer
 
+def is_dataset_dir(path: Path) -> bool:
+    """Does `path` hold only what `write_dataset` makes (identifiers.json and other JSON files, split
+    folders of dataset.json + all__*.npy)? Only such a folder may be replaced by --force."""
+    def ours(f: Path, split: bool) -> bool:
+        if f.is_symlink() or not f.is_file():
+            return False
+        return f.suffix == ".json" if not split else f.name == "dataset.json" or (
+            f.name.startswith(f"{SET}__") and f.suffix == ".npy")
+
+    if path.is_symlink() or not (path / "identifiers.json").is_file():
+        return False
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            if not (entry / "dataset.json").is_file() or not all(ours(f, True) for f in entry.iterdir()):
+                return False
+        elif not ours(entry, False):
+            return False
+    return True
+
+
 def check_output(out: str | os.PathLike, force: bool) -> Path:
     """Fail early (before a long build) if `out` cannot be written; returns it as a Path."""
     out = Path(out)
@@ -116,6 +136,13 @@ def check_output(out: str | os.PathLike, force: bool) -> Path:
         raise PuzzleError(f"{out} is a file, not a dataset directory; choose another --out")
     if out.exists() and not force:
         raise PuzzleError(f"{out} exists; pass --force to overwrite")
+    if out.exists():  # --force replaces a dataset this project wrote, never anything else
+        cwd = Path.cwd().resolve()
+        if out.resolve() in (cwd, *cwd.parents):
+            raise PuzzleError(f"--out {out} is the current folder or one above it; choose a new folder for the dataset")
+        if not is_dataset_dir(out):
+            raise PuzzleError(f"--out {out} holds files that are not a dataset written by puzzles.build; "
+                              f"--force only replaces such a dataset: choose another --out")
     parent = out.absolute().parent
     existing = parent
     while not existing.exists():  # missing parents are created later, by write_dataset

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 MAX_MESSAGE = 600  # characters of an error line; longer ones (every override echoed...) are cut
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) and put back
@@ -94,3 +94,18 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[object],
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a user's text file (a UTF-8 byte-order mark dropped, line ends kept for csv);
+    a missing, unreadable or binary file is a one-line `PuzzleError` naming it."""
+    try:
+        f = open(path, encoding="utf-8-sig", newline="")
+    except OSError as err:
+        raise PuzzleError(f"cannot read {path}: {err.strerror}") from None
+    with f:
+        try:
+            yield from f
+        except UnicodeDecodeError as err:
+            raise PuzzleError(f"{path}: not UTF-8 text ({err.reason}: byte {err.object[err.start]:#04x}); "
+                              f"give a text file") from None

@@ -29,6 +29,12 @@ MAX_EXAMPLES = 4     # examples shown per puzzle (ARC tasks have up to ~10 demos
 
 # ----------------------------------------------------------------------------- site helpers
 
+def _is_site(path: Path) -> bool:
+    if path.is_symlink() or not path.is_dir() or not (path / "index.html").is_file():
+        return False
+    return all(f.is_file() and not f.is_symlink() and f.suffix in (".html", ".png") for f in path.iterdir())
+
+
 @contextlib.contextmanager
 def site_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a fresh temp directory beside `out`; on success it replaces `out` in one rename.
@@ -38,6 +44,9 @@ def site_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not force:
         raise PuzzleError(f"{out} already exists (pass --force to replace it)")
+    if out.exists() and not _is_site(out):  # --force replaces a site we wrote, nothing else
+        raise PuzzleError(f"{out} is not a report/browser folder written here (index.html and pictures "
+                          f"only); --force only replaces such a folder: choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
