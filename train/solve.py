@@ -140,13 +140,13 @@ def answer_text(family: str, tokens: np.ndarray) -> str:
     return "".join(chars[t] if 0 <= t < len(chars) else "?" for t in tokens.tolist())
 
 
-def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray, box: tuple[int, int] | None = None) -> bool:
+def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray) -> bool:
     """Does the answer satisfy the puzzle's own rules (whatever the file's answer says)?"""
     if family == "maze":
         return bool(maze.check_path(x.reshape(n, n), pred.reshape(n, n)))
     if not ((pred >= 2) & (pred <= n + 1)).all():
         return False
-    return bool(sudoku.check(sudoku.decode(pred, n), box or SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
+    return bool(sudoku.check(sudoku.decode(pred, n), SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -211,8 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = math.isqrt(model.config.seq_len)
     if family not in ("sudoku", "maze") or n * n != model.config.seq_len or (family == "sudoku" and n not in SUDOKU_BOX):
         raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku and maze models")
-    grid = payload.get("grid") or {}
-    box = tuple(grid["box"]) if grid.get("box") else None  # 2x3 and 3x2 boxes make the same 6x6 model
     puzzles, errors, kinds, copied = read_puzzles(path, family, n)
     want = f"{n}x{n} {family}"
     if not puzzles and kinds - {want}:
@@ -241,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = [f"{count} puzzles in {seconds:.2f} s ({count / max(seconds, 1e-9):.1f} puzzles/s), "
                f"mode {args.mode}, {engine.slots} slots"]
     if count:
-        valid = np.mean([is_valid(family, n, x, p, box) for (_, x, _), p in zip(puzzles, result.preds)])
+        valid = np.mean([is_valid(family, n, x, p) for (_, x, _), p in zip(puzzles, result.preds)])
         summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}")
         summary.append(f"valid {100 * valid:.1f}%")
         labelled = [(y, p) for (_, _, y), p in zip(puzzles, result.preds) if y is not None]
