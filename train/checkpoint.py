@@ -77,6 +77,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
+    weights = {**(payload.get("model") or {}), **{f"EMA {k}": v for k, v in (ema_shadow(payload) or {}).items()}}
+    bad = next((k for k, v in weights.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # written by an older version: answering with it would be meaningless
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); retrain or resume from "
+                              f"an earlier checkpoint")
     return payload
 
 
