@@ -90,8 +90,10 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[object],
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give it a normal file's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err.filename, str):  # a full disk names no file
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     return path
 

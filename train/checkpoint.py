@@ -41,9 +41,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err.filename, str):  # a write names no file
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
     return path

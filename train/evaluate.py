@@ -311,7 +311,7 @@ def _load(args, ckpt: Path, system_for):
             raise TrainError(f"the run's dataset {data_dir} does not exist here (paths are relative to where "
                              f"it was trained); pass --data DIR")
         split = load_split(data_dir, args.split)
-        check_family(stored.data.family, split, payload.get("grid"), what=f"the {stored.data.family} model in {ckpt}")
+        check_family(stored.data.family, split, payload.get("grid"), what=f"the model in {ckpt}")
         system = system_for(cfg)
         try:
             model_cfg = config_from_dict(ModelConfig, payload["model_config"])

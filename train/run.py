@@ -89,8 +89,8 @@ def check_family(family: str, split: Split, grid: dict | None = None, what: str 
     Sudoku box shape or maze size."""
     possible = families_of(split.meta)
     if possible and family not in possible:
-        raise TrainError(f"dataset {split.root} holds {possible[0]} puzzles but {what} is for {family}; "
-                         f"choose a {family} dataset")
+        raise TrainError(f"dataset {split.root} holds {possible[0]} puzzles, not the {family} puzzles {what} "
+                         f"needs; choose a {family} dataset")
     if grid and "family" in split.meta:
         have = grid_spec(split.meta)
         if have != grid:

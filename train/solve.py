@@ -29,7 +29,7 @@ import torch
 
 from models import HaltingModel, ModelConfig, build_model
 from puzzles import maze, sudoku
-from puzzles.errors import PuzzleError, UserError, atomic_write, run_cli
+from puzzles.errors import PuzzleError, UserError, atomic_write, run_cli, text_lines
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .infer import MODES, Engine
@@ -89,10 +89,7 @@ def _maze_tokens(cells: str, n: int) -> np.ndarray:
 def read_puzzles(path: Path, family: str, n: int):
     """(puzzles [(line, inputs, labels or None)], errors [(line, message)], kinds seen on bad lines,
     copied {line: text} for the lines that are neither: blank, comments, the CSV header)."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise PuzzleError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    lines = "".join(text_lines(path)).splitlines()
     first = next((line for line in lines if line.strip()), "")
     is_csv = [h.strip() for h in first.split(",")[:4]] == CSV_HEADER
     if family == "maze" and first and not is_csv:
