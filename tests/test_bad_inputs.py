@@ -229,6 +229,15 @@ def test_trainers_check_the_dataset_family(tmp_path, sudoku_data, maze4, capsys)
     assert not any((tmp_path / r).exists() for r in "abc")
 
 
+def test_resume_checks_the_grid_of_a_new_data_path(tmp_path, sudoku_data, trained_run, capsys):
+    """2x3 and 3x2 boxes make the same 6x6 shapes; only the recorded grid tells them apart."""
+    wide, tall = build_sudoku(tmp_path / "wide", "--box", "2x3"), build_sudoku(tmp_path / "tall", "--box", "3x2")
+    run = tmp_path / "run"
+    assert run_cli(trainer(), base(wide, run, "optim.max_steps=2")) == 0
+    fails(trainer(), base(tall, run, "optim.max_steps=4", "--resume"), capsys, tall, "6x6 sudoku (boxes 3x2)",
+          "trained on 6x6 sudoku (boxes 2x3)", roots=(tmp_path,))
+
+
 def test_tokens_checked_when_a_split_opens(tmp_path, sudoku_data, capsys):
     inputs = np.load(sudoku_data / "train" / "all__inputs.npy")
     floats = copy_dataset(sudoku_data, tmp_path / "floats", inputs=inputs.astype(np.float32) + 0.5)

@@ -130,6 +130,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     if ckpt_path.exists():
         payload = load_checkpoint(ckpt_path)
         changes = resume_decision(config_from_checkpoint(payload), cfg, resume, run_dir)
+        check_family(cfg.data.family, train_split, payload.get("grid"), what=f"the run in {run_dir}")
     elif resume:
         raise TrainError(f"--resume given but {ckpt_path} does not exist")
     run_dir.mkdir(parents=True, exist_ok=True)
