@@ -88,7 +88,7 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
             # it via inductor/dynamo); imported after init it pins the group forever, so
             # destroy_process_group cannot free it and its gloo threads outlive teardown (rank 1
             # then sometimes aborted at exit: "terminate called without an active exception").
-            import torch.distributed.nn.functional  # noqa: F401
+            from torch.distributed.nn import functional  # noqa: F401
             dist.init_process_group(backend=backend)
         lines.append(f"distributed: {world_size} processes ({backend}), this is rank {rank}")
     lines.insert(0, f"device: {dev} ({why})")
