@@ -23,9 +23,9 @@ from puzzles import sudoku
 from puzzles.errors import MAX_MESSAGE, run_cli
 from train.checkpoint import load_checkpoint
 from train.config import PRESETS
-from train.loop import train
+from train.loop import lock_run_dir, train
 from train.overrides import ConfigError
-from train.run import apply_user_overrides, lock_run_dir
+from train.run import apply_user_overrides
 
 from .test_infer import write_checkpoint
 from .test_train import TINY, _keep_threads, assert_same, build_sudoku, final_state, sudoku_data, tiny_cfg  # noqa: F401
@@ -391,13 +391,11 @@ def test_os_faults_are_one_line(tmp_path, sudoku_data, trained_run, monkeypatch,
     fails(trainer(), base(sudoku_data, a_file), capsys, a_file, "is a file", roots=(tmp_path,))
     fails(trainer(), base(sudoku_data, a_file / "run"), capsys, a_file, roots=(tmp_path,))
     # a read-only run folder (simulated: the tests may run as root, who may write anywhere)
-    import train.run as run_module
+    import train.loop as loop_module
 
     def read_only(run_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(run_dir / ".lock"))
 
-    monkeypatch.setattr(run_module, "lock_run_dir", read_only)
-    import train.loop as loop_module
     monkeypatch.setattr(loop_module, "lock_run_dir", read_only)
     fails(trainer(), base(sudoku_data, tmp_path / "ro"), capsys, tmp_path / "ro" / ".lock", "permissions",
           roots=(tmp_path,), new_ok=True)

@@ -17,6 +17,9 @@ Ctrl-C stops after the current step with a checkpoint there (a second Ctrl-C sto
 """
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -32,9 +35,8 @@ from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, s
 from .config import TrainConfig
 from .evaluate import evaluate_split, write_summary
 from .logger import MetricsLogger
-from .run import (CHECKPOINT, StopRequest, TrainError, check_dataset_matches, check_family, config_from_checkpoint,
-                  dataset_grid, ensure_dataset, lock_run_dir, make_model, model_config_for, resume_decision,
-                  run_dir_of)
+from .run import (CHECKPOINT, TrainError, check_dataset_matches, check_family, config_from_checkpoint, dataset_grid,
+                  ensure_dataset, make_model, model_config_for, resume_decision, run_dir_of)
 from .overrides import config_to_dict
 from .setup import setup_system, teardown_system
 from .step import TrainStep
@@ -59,6 +61,55 @@ def _carry_from(state: dict | None, device: torch.device) -> Carry | None:
     return Carry(z_H=state["z_H"].to(device), z_L=state["z_L"].to(device), steps=state["steps"].to(device),
                  halted=state["halted"].to(device),
                  current_data={k: v.to(device) for k, v in state["current_data"].items()})
+
+
+def lock_run_dir(run_dir: Path):
+    """Hold `run_dir/.lock` (with our pid) for the whole run, so a second trainer on the same folder
+    is refused instead of interleaving metrics and checkpoints. flock: the lock dies with the
+    process, so a killed run leaves no stale lock. Returns the open file (close it to release)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return None
+    path = run_dir / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise TrainError(f"{run_dir} is in use by another trainer (pid {pid}, lock file {path}); "
+                         f"wait for it to finish or choose another system.run_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+class StopRequest:
+    """Ctrl-C during training: the first asks the loop to stop after the current step (it saves a
+    checkpoint there), the second stops at once. Active only in the main thread, inside `with`."""
+
+    def __init__(self):
+        self.requested, self._old = False, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt("second Ctrl-C: stopped at once, without a checkpoint")
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
+              flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def _carry_is_finite(carry: Carry | None) -> bool:

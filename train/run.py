@@ -6,10 +6,7 @@ so that "build the model this config describes for this dataset" exists once.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
-import signal
-import threading
 from pathlib import Path
 
 import torch
@@ -22,7 +19,6 @@ from .config import DERIVED_KEYS, TrainConfig
 from .overrides import ConfigError, apply_overrides, config_from_dict, config_leaves, diff_configs
 
 CHECKPOINT = "checkpoint.pt"
-LOCK = ".lock"
 
 
 class TrainError(UserError):
@@ -149,51 +145,3 @@ def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir
                          f"optimiser rates, evaluation, logging and system keys may change")
     old, new = config_leaves(stored), config_leaves(cfg)
     return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diffs]
-
-
-def lock_run_dir(run_dir: Path):
-    """Hold `run_dir/.lock` (with our pid) for the whole run, so a second trainer on the same folder
-    is refused instead of interleaving metrics and checkpoints. flock: the lock dies with the
-    process, so a killed run leaves no stale lock. Returns the open file (close it to release)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        return None
-    f = open(run_dir / LOCK, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        pid = f.read().strip() or "?"
-        f.close()
-        raise TrainError(f"{run_dir} is in use by another trainer (pid {pid}, lock file {run_dir / LOCK}); "
-                         f"wait for it to finish or choose another system.run_dir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
-class StopRequest:
-    """Ctrl-C during training: the first asks the loop to stop after the current step (it saves a
-    checkpoint there), the second stops at once. Active only in the main thread, inside `with`."""
-
-    def __init__(self):
-        self.requested, self._old = False, None
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt("second Ctrl-C: stopped at once, without a checkpoint")
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
-              flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
