@@ -251,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--arch {item!r}: expected KEY=INT with KEY a ModelConfig field (e.g. H_cycles=2)")
         arch[key] = int(value)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if not args.all and args.configs != p.get_default("configs"):  # it would silently measure --config
+        raise UserError("--configs needs --all; for one measurement use --config NAME")
     runs = ([(c, *m) for c in names for m in MODES.values()] if args.all
             else [(args.config, args.dtype, bool(args.compile))])
     for c, _, _ in runs:

@@ -81,12 +81,12 @@ class ModelConfig:
             raise bad("forward_dtype", f"must be one of {tuple(FORWARD_DTYPES)}")
         if self.loss not in LOSSES:
             raise bad("loss", f"must be one of {LOSSES}")
-        if not self.expansion > 0:
-            raise bad("expansion", "must be positive")
+        if not 0 < self.expansion < math.inf:
+            raise bad("expansion", "must be positive and finite")
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
             raise bad("halt_exploration_prob", "must be a probability in [0, 1]")
-        if not self.rms_norm_eps > 0:
-            raise bad("rms_norm_eps", "must be positive")
+        if not 0 < self.rms_norm_eps < math.inf:
+            raise bad("rms_norm_eps", "must be positive and finite")
         if self.puzzle_emb_ndim > 0 and self.num_puzzle_identifiers < 1:
             raise bad("num_puzzle_identifiers", "must be >= 1 when puzzle_emb_ndim > 0")
         if self.puzzle_emb_len and self.puzzle_emb_len * self.hidden_size < self.puzzle_emb_ndim:

@@ -66,6 +66,8 @@ def to_grid(value, where: str) -> np.ndarray:
     if len(widths) != 1:
         raise PuzzleError(f"{where}: ragged grid (row lengths {sorted(widths)})")
     h, w = len(value), widths.pop()
+    if any(isinstance(v, bool) for row in value for v in row):  # JSON true would read as colour 1
+        raise PuzzleError(f"{where}: grid cells must be integers 0..9, not true/false")
     if not 1 <= h <= MAX_SIZE or not 1 <= w <= MAX_SIZE:
         raise PuzzleError(f"{where}: grid is {h}x{w}; ARC grids are 1x1 to {MAX_SIZE}x{MAX_SIZE}")
     try:
@@ -102,7 +104,7 @@ def _parse_task(raw, where: str, require_outputs: bool) -> Task:
 
 def _read_json(path: Path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except OSError as err:
         raise PuzzleError(f"{path}: cannot read ({err.strerror})") from None

@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from puzzles.dataset import SplitData, check_output, disk_bytes, write_dataset
-from puzzles.errors import PuzzleError, run_cli
+from puzzles.errors import PuzzleError, run_cli, text_lines
+from puzzles.sudoku import parse_box
 
 # Paper defaults per family, and named presets that override them (CLI options override both).
 DEFAULTS = {
@@ -40,16 +41,6 @@ PRESETS = {
     "arc": {"paper": {}, "cpu": dict(aug=8), "tiny": dict(aug=2)},
 }
 SUDOKU_SIZES = {4: (2, 2), 6: (2, 3), 9: (3, 3), 16: (4, 4)}
-
-
-def _box(text: str) -> tuple[int, int]:
-    try:
-        r, c = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected RxC such as 3x3 or 2x3, got {text!r}") from None
-    if r < 1 or c < 1:
-        raise argparse.ArgumentTypeError(f"box sides must be positive, got {text!r}")
-    return r, c
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -100,7 +91,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "copies; test puzzles are disjoint from every train copy.")
     _common(p, "sudoku")
     shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--box", type=_box, help="box shape RxC, side n = R*C (default 3x3)")
+    shape.add_argument("--box", type=parse_box, help="box shape RxC, side n = R*C (default 3x3)")
     shape.add_argument("--size", type=_size, dest="box",
                        help="side n: 4 (2x2 boxes), 6 (2x3), 9 (3x3) or 16 (4x4)")
     p.add_argument("--train", type=_count, help=f"train puzzles to generate, or to subsample from an "
@@ -216,10 +207,9 @@ def _bad(where: str, why: str, on_bad: str, keep: bool = False) -> None:
 
 def _csv_lines(path: Path) -> list[int]:
     """Line number of each non-empty data row (read_csv returns rows without them)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        next(reader, None)
-        return [reader.line_num for row in reader if row]
+    reader = csv.reader(text_lines(path))
+    next(reader, None)
+    return [reader.line_num for row in reader if row]
 
 
 def _import_sudoku(path: Path, kind: str, box, on_bad: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:

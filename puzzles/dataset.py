@@ -109,6 +109,26 @@ def check_indices(puzzle_identifiers, puzzle_indices, group_indices, num_example
 
 # ----------------------------------------------------------------------------------------- writer
 
+def is_dataset_dir(path: Path) -> bool:
+    """Does `path` hold only what `write_dataset` makes (identifiers.json and other JSON files, split
+    folders of dataset.json + all__*.npy)? Only such a folder may be replaced by --force."""
+    def ours(f: Path, split: bool) -> bool:
+        if f.is_symlink() or not f.is_file():
+            return False
+        return f.suffix == ".json" if not split else f.name == "dataset.json" or (
+            f.name.startswith(f"{SET}__") and f.suffix == ".npy")
+
+    if path.is_symlink() or not (path / "identifiers.json").is_file():
+        return False
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            if not (entry / "dataset.json").is_file() or not all(ours(f, True) for f in entry.iterdir()):
+                return False
+        elif not ours(entry, False):
+            return False
+    return True
+
+
 def check_output(out: str | os.PathLike, force: bool) -> Path:
     """Fail early (before a long build) if `out` cannot be written; returns it as a Path."""
     out = Path(out)
@@ -116,6 +136,13 @@ def check_output(out: str | os.PathLike, force: bool) -> Path:
         raise PuzzleError(f"{out} is a file, not a dataset directory; choose another --out")
     if out.exists() and not force:
         raise PuzzleError(f"{out} exists; pass --force to overwrite")
+    if out.exists():  # --force replaces a dataset this project wrote, never anything else
+        cwd = Path.cwd().resolve()
+        if out.resolve() in (cwd, *cwd.parents):
+            raise PuzzleError(f"--out {out} is the current folder or one above it; choose a new folder for the dataset")
+        if not is_dataset_dir(out):
+            raise PuzzleError(f"--out {out} holds files that are not a dataset written by puzzles.build; "
+                              f"--force only replaces such a dataset: choose another --out")
     parent = out.absolute().parent
     existing = parent
     while not existing.exists():  # missing parents are created later, by write_dataset
@@ -242,6 +269,17 @@ def _load_json(path: Path, what: str):
         raise PuzzleError(f"{path}: invalid JSON ({err})") from None
 
 
+def _check_tokens(path: Path, arr: np.ndarray, vocab_size: int) -> None:
+    """Once per open, on the stored array (not per batch): integer tokens in 0..vocab_size-1. A float
+    2.5 would be truncated and a token past the vocabulary would fail deep inside a batch."""
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise PuzzleError(f"{path}: tokens are {arr.dtype}, not integers")
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= vocab_size:
+            raise PuzzleError(f"{path}: token {lo if lo < 0 else hi} is outside the vocabulary 0..{vocab_size - 1}")
+
+
 class Split:
     """One split of a dataset on disk. Index arrays in memory (int32), examples memory-mapped."""
 
@@ -283,6 +321,8 @@ class Split:
             if self._labels.shape[0] != self._inputs.shape[0]:
                 raise PuzzleError(f"{directory}: all__inputs.npy has {self._inputs.shape[0]} rows but "
                                   f"all__labels.npy has {self._labels.shape[0]}")
+            for name, arr in (("inputs", self._inputs), ("labels", self._labels)):
+                _check_tokens(directory / f"{SET}__{name}.npy", arr, self.meta["vocab_size"])
             num_examples = self._inputs.shape[0]
         self._num_examples = num_examples
         check_indices(self.puzzle_identifiers, self.puzzle_indices, self.group_indices, num_examples,
@@ -350,24 +390,34 @@ def disk_bytes(root: str | os.PathLike) -> int:
 FAMILIES = ("sudoku", "maze", "arc")
 
 
+def families_of(meta: dict) -> tuple[str, ...]:
+    """The families a dataset's metadata can describe: its "family" field (our builders write it),
+    or for datasets without one (the reference builders') every family whose vocabulary and grid
+    fit, most likely first (a 4x4 Sudoku and a 4x4 maze both have 16 cells and 6 tokens)."""
+    if meta.get("family") is not None:
+        return (meta["family"],)
+    seq_len, vocab = meta.get("seq_len"), meta.get("vocab_size")
+    side = math.isqrt(seq_len) if isinstance(seq_len, int) and seq_len > 0 else 0
+    found = []
+    if vocab == 12 and seq_len == 900:
+        found.append("arc")
+    if vocab == 6 and side * side == seq_len:
+        found.append("maze")
+    if side and side * side == seq_len and vocab == side + 2:
+        found.append("sudoku")
+    return tuple(found)
+
+
 def grid_spec(meta: dict) -> dict:
     """Normalise dataset/eval metadata to {"family", "box" (sudoku), "size" (sudoku/maze)}.
 
     Our builders write "family"; reference datasets lack it, so infer it from vocab/seq_len.
     """
-    family = meta.get("family")
-    seq_len, vocab = meta.get("seq_len"), meta.get("vocab_size")
+    family = (families_of(meta) or (None,))[0]
+    seq_len = meta.get("seq_len")
     if family is None:
-        side = math.isqrt(seq_len) if isinstance(seq_len, int) else 0
-        if vocab == 12 and seq_len == 900:
-            family = "arc"
-        elif vocab == 6 and side * side == seq_len:
-            family = "maze"
-        elif side * side == seq_len and vocab == side + 2:
-            family = "sudoku"
-        else:
-            raise PuzzleError(f"cannot tell the puzzle family from metadata {meta!r}: "
-                              "expected a 'family' field")
+        raise PuzzleError(f"cannot tell the puzzle family from metadata {meta!r}: "
+                          "expected a 'family' field")
     if family not in FAMILIES:
         raise PuzzleError(f"unknown puzzle family {family!r} in metadata (expected one of {FAMILIES})")
     spec: dict = {"family": family}

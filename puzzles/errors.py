@@ -1,13 +1,23 @@
 """One exception type for user mistakes, and the one-line CLI wrapper that prints it.
 
 Every command-line entry point of the project runs through `run_cli`, so a mistake the user
-can fix (a bad file, a bad option) ends as `error: <what and where>` on stderr and exit code 2,
-never as a traceback. Programming errors still raise normally.
+can fix (a bad file, a bad option, a full disk, a read-only folder) ends as
+`error: <what and where>` on stderr and exit code 2, never as a traceback. Programming errors
+still raise normally. `atomic_write` is the one writer of small result files: a temp file beside
+the target, renamed over it, and removed again if anything fails.
 """
 from __future__ import annotations
 
+import errno
+import os
 import sys
-from typing import Callable, Sequence
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+MAX_MESSAGE = 600  # characters of an error line; longer ones (every override echoed...) are cut
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) and put back
+os.umask(_UMASK)
 
 
 class UserError(Exception):
@@ -18,13 +28,86 @@ class PuzzleError(UserError):
     """Bad puzzle input or dataset (puzzles package)."""
 
 
+_OS_ADVICE = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOSPC: "the disk is full; free some space and run again",
+    errno.EDQUOT: "the disk quota is exceeded; free some space and run again",
+    errno.EFBIG: "the file is larger than allowed (ulimit -f?); raise the limit or free space and run again",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EISDIR: "it is a folder; give a file",
+    errno.ENOENT: "it does not exist",
+    errno.EEXIST: "it already exists",
+}
+
+
+def os_error_line(err: OSError) -> str:
+    """`<path>: <what the OS said> (<what to do>)` for an OSError raised by a file operation."""
+    where = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None) or "a file"
+    what = err.strerror or type(err).__name__
+    advice = _OS_ADVICE.get(err.errno)
+    return f"{where}: {what}" + (f" ({advice})" if advice else "")
+
+
+def one_line(message: str) -> str:
+    """The message on one line, cut in the middle when it is very long."""
+    message = " ".join(str(message).split())
+    if len(message) > MAX_MESSAGE:
+        half = MAX_MESSAGE // 2
+        message = f"{message[:half]} ... {message[-half:]}"
+    return message
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Call `main(argv)`; turn a `UserError` into one line on stderr and exit status 2."""
+    """Call `main(argv)`; turn a `UserError` or an OS/input error into one line on stderr and exit 2."""
     try:
         return int(main(argv) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except OSError as err:  # permissions, not-a-directory, disk full: the environment, not a bug
+        print(f"error: {one_line(os_error_line(err))}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as err:  # readers name their file; this is the fallback
+        print(f"error: an input file is not UTF-8 text ({one_line(str(err))})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        print(f"interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
         return 130
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[object], None]) -> Path:
+    """Write `data` (text, bytes, or a function given the open binary file) to `path` atomically:
+    a temp file in the same folder, then one rename; the temp file never outlives a failure."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give it a normal file's mode
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err.filename, str):  # a full disk names no file
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
+    return path
+
+
+def text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a user's text file (a UTF-8 byte-order mark dropped, line ends kept for csv);
+    a missing, unreadable or binary file is a one-line `PuzzleError` naming it."""
+    try:
+        f = open(path, encoding="utf-8-sig", newline="")
+    except OSError as err:
+        raise PuzzleError(f"cannot read {path}: {err.strerror}") from None
+    with f:
+        try:
+            yield from f
+        except UnicodeDecodeError as err:
+            raise PuzzleError(f"{path}: not UTF-8 text ({err.reason}: byte {err.object[err.start]:#04x}); "
+                              f"give a text file") from None

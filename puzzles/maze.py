@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from puzzles.errors import PuzzleError
+from puzzles.errors import PuzzleError, text_lines
 from puzzles.grid import dihedral, inverse_dihedral
 
 CHARS = "# SGo"
@@ -230,31 +230,26 @@ def invert_augmentation(grid: np.ndarray, t: int) -> np.ndarray:
 
 def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels) uint8 (N, n, n) token grids from a Maze-Hard CSV (`source,question,answer,rating`)."""
-    try:
-        f = open(path, encoding="utf-8", newline="")
-    except OSError as err:
-        raise PuzzleError(f"cannot read {path}: {err.strerror}") from None
     inputs, labels = [], []
-    with f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
-            raise PuzzleError(f"{path}:1: expected the header source,question,answer,rating, got {header}")
-        side = None
-        for row in rows:
-            where = f"{path}:{rows.line_num}"
-            if not row:
-                continue
-            if len(row) != 4:
-                raise PuzzleError(f"{where}: expected 4 columns, got {len(row)}")
-            for text, out in ((row[1], inputs), (row[2], labels)):
-                try:
-                    grid = encode(text)
-                except ValueError as err:
-                    raise PuzzleError(f"{where}: {err}") from None
-                if side is not None and grid.shape[0] != side:
-                    raise PuzzleError(f"{where}: a {grid.shape[0]}x{grid.shape[0]} maze in a file of {side}x{side} mazes")
-                side = grid.shape[0]
-                out.append(grid)
+    rows = csv.reader(text_lines(path))
+    header = next(rows, None)
+    if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
+        raise PuzzleError(f"{path}:1: expected the header source,question,answer,rating, got {header}")
+    side = None
+    for row in rows:
+        where = f"{path}:{rows.line_num}"
+        if not row:
+            continue
+        if len(row) != 4:
+            raise PuzzleError(f"{where}: expected 4 columns, got {len(row)}")
+        for text, out in ((row[1], inputs), (row[2], labels)):
+            try:
+                grid = encode(text)
+            except ValueError as err:
+                raise PuzzleError(f"{where}: {err}") from None
+            if side is not None and grid.shape[0] != side:
+                raise PuzzleError(f"{where}: a {grid.shape[0]}x{grid.shape[0]} maze in a file of {side}x{side} mazes")
+            side = grid.shape[0]
+            out.append(grid)
     shape = (len(inputs), side or 0, side or 0)
     return np.array(inputs, dtype=np.uint8).reshape(shape), np.array(labels, dtype=np.uint8).reshape(shape)

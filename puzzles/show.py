@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from puzzles.errors import PuzzleError, run_cli
+from puzzles.errors import PuzzleError, atomic_write, run_cli
 from puzzles.render import caption, grid_spec, hstack, render, save_png, vstack
 
 MAX_COPIES = 8       # augmented copies shown per group
@@ -28,6 +28,12 @@ MAX_EXAMPLES = 4     # examples shown per puzzle (ARC tasks have up to ~10 demos
 
 
 # ----------------------------------------------------------------------------- site helpers
+
+def _is_site(path: Path) -> bool:
+    if path.is_symlink() or not path.is_dir() or not (path / "index.html").is_file():
+        return False
+    return all(f.is_file() and not f.is_symlink() and f.suffix in (".html", ".png") for f in path.iterdir())
+
 
 @contextlib.contextmanager
 def site_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
@@ -38,6 +44,9 @@ def site_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not force:
         raise PuzzleError(f"{out} already exists (pass --force to replace it)")
+    if out.exists() and not _is_site(out):  # --force replaces a site we wrote, nothing else
+        raise PuzzleError(f"{out} is not a report/browser folder written here (index.html and pictures "
+                          f"only); --force only replaces such a folder: choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -159,9 +168,7 @@ def page(title: str, body: str) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 # ----------------------------------------------------------------------------- dataset browser

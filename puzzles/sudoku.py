@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from puzzles import sudoku_solver as _solver
-from puzzles.errors import PuzzleError, run_cli
+from puzzles.errors import PuzzleError, run_cli, text_lines
 from puzzles.sudoku_aug import (  # noqa: F401  (re-exported API)
     SudokuAug, augment, augmentation_from_array, augmentation_to_array, invert_augmentation,
     random_augmentation,
@@ -35,7 +35,8 @@ _VALUE = {ch: d for d, ch in enumerate(CHARS)} | {ch.lower(): d for d, ch in enu
 def _check_box(box: tuple[int, int]) -> tuple[int, int]:
     r, c = (int(v) for v in box)
     if r < 1 or c < 1 or r * c > len(CHARS) - 1:
-        raise ValueError(f"box must be (r, c) with 1 <= r*c <= {len(CHARS) - 1}, got {box}")
+        raise ValueError(f"box {r}x{c} is not supported: sides must be >= 1 and the grid side r*c at most "
+                         f"{len(CHARS) - 1} (one character per digit)")
     return r, c
 
 
@@ -122,6 +123,11 @@ def _dig(solution: list[int], box: tuple[int, int], lo: int, rng: random.Random)
     return vals
 
 
+# Fewest clues a puzzle with a unique solution can have (4x4, 6x6: exhaustive searches; 9x9: McGuire
+# et al. 2012; 16x16: the fewest known). Asking for fewer would make `generate` try forever.
+FEWEST_CLUES = {4: 4, 6: 8, 9: 17, 16: 55}
+
+
 def generate(count: int, box: tuple[int, int] = (3, 3), clues: tuple[int, int] | None = None,
              min_rating: int = 0, seed: int = 0, progress: bool = False,
              max_attempts: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +146,9 @@ def generate(count: int, box: tuple[int, int] = (3, 3), clues: tuple[int, int] |
     lo, hi = (0, n * n) if clues is None else (int(clues[0]), int(clues[1]))
     if not 0 <= lo <= hi <= n * n:
         raise ValueError(f"clues must be (lo, hi) with 0 <= lo <= hi <= {n * n}, got {clues}")
+    if hi < FEWEST_CLUES.get(n, 0):
+        raise ValueError(f"no {n}x{n} puzzle with a unique solution is known with fewer than {FEWEST_CLUES[n]} "
+                         f"clues; raise the clue range (got at most {hi})")
     rng = random.Random(seed)
     max_attempts = 200 + 50 * count if max_attempts is None else max_attempts
     seen: set[bytes] = set()
@@ -154,6 +163,7 @@ def generate(count: int, box: tuple[int, int] = (3, 3), clues: tuple[int, int] |
                              f"clues={clues}, min_rating={min_rating} too strict for box {box}")
         solution = _random_full_grid(box, rng)
         puzzle = np.array(_dig(solution, box, lo, rng), dtype=np.uint8).reshape(n, n)
+        bar.set_postfix(tries=attempts, refresh=False)  # rejected grids show, so slow progress is visible
         if np.count_nonzero(puzzle) > hi:
             continue
         if min_rating and rate(puzzle, box) < min_rating:
@@ -201,29 +211,21 @@ def _parse_cells(text: str, n: int, where: str) -> np.ndarray:
     return np.array(cells, dtype=np.uint8).reshape(n, n)
 
 
-def _open(path: str | Path):
-    try:
-        return open(path, encoding="utf-8", newline="")
-    except OSError as err:
-        raise PuzzleError(f"cannot read {path}: {err.strerror}") from None
-
-
 def read_text(path: str | Path, box: tuple[int, int] = (3, 3)) -> list[tuple[int, np.ndarray]]:
     """(line number, grid) for each puzzle line of a one-puzzle-per-line file. Blank lines and
     '#' comments are skipped; text after the n*n cells (separated by whitespace) is ignored."""
     r, c = _check_box(box)
     n = r * c
     out = []
-    with _open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            cells, rest = line[: n * n], line[n * n:]
-            if len(cells) < n * n or (rest and not rest[0].isspace()):
-                width = len(line.split()[0])
-                raise PuzzleError(f"{path}:{lineno}: expected {n * n} cells for a {n}x{n} sudoku, got {width}")
-            out.append((lineno, _parse_cells(cells, n, f"{path}:{lineno}")))
+    for lineno, line in enumerate(text_lines(path), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cells, rest = line[: n * n], line[n * n:]
+        if len(cells) < n * n or (rest and not rest[0].isspace()):
+            width = len(line.split()[0])
+            raise PuzzleError(f"{path}:{lineno}: expected {n * n} cells for a {n}x{n} sudoku, got {width}")
+        out.append((lineno, _parse_cells(cells, n, f"{path}:{lineno}")))
     return out
 
 
@@ -233,25 +235,24 @@ def read_csv(path: str | Path, box: tuple[int, int] = (3, 3)) -> tuple[np.ndarra
     r, c = _check_box(box)
     n = r * c
     questions, answers, ratings = [], [], []
-    with _open(path) as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
-            raise PuzzleError(f"{path}:1: expected the header source,question,answer,rating, got {header}")
-        for row in rows:
-            where = f"{path}:{rows.line_num}"
-            if not row:
-                continue
-            if len(row) != 4:
-                raise PuzzleError(f"{where}: expected 4 columns, got {len(row)}")
-            for text, out in ((row[1], questions), (row[2], answers)):
-                if len(text) != n * n:
-                    raise PuzzleError(f"{where}: expected {n * n} cells, got {len(text)}")
-                out.append(_parse_cells(text, n, where))
-            try:
-                ratings.append(int(row[3]))
-            except ValueError:
-                raise PuzzleError(f"{where}: rating must be an integer, got {row[3]!r}") from None
+    rows = csv.reader(text_lines(path))
+    header = next(rows, None)
+    if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
+        raise PuzzleError(f"{path}:1: expected the header source,question,answer,rating, got {header}")
+    for row in rows:
+        where = f"{path}:{rows.line_num}"
+        if not row:
+            continue
+        if len(row) != 4:
+            raise PuzzleError(f"{where}: expected 4 columns, got {len(row)}")
+        for text, out in ((row[1], questions), (row[2], answers)):
+            if len(text) != n * n:
+                raise PuzzleError(f"{where}: expected {n * n} cells, got {len(text)}")
+            out.append(_parse_cells(text, n, where))
+        try:
+            ratings.append(int(row[3]))
+        except ValueError:
+            raise PuzzleError(f"{where}: rating must be an integer, got {row[3]!r}") from None
     shape = (len(questions), n, n)
     return (np.array(questions, dtype=np.uint8).reshape(shape), np.array(answers, dtype=np.uint8).reshape(shape),
             np.array(ratings, dtype=np.int64))
@@ -259,12 +260,16 @@ def read_csv(path: str | Path, box: tuple[int, int] = (3, 3)) -> tuple[np.ndarra
 
 # --- command line ------------------------------------------------------------------------------
 
-def _parse_box(text: str) -> tuple[int, int]:
+def parse_box(text: str) -> tuple[int, int]:
+    """`RxC` on a command line (argparse type): boxes R rows tall and C columns wide."""
     try:
         r, c = (int(v) for v in text.lower().split("x"))
-        return _check_box((r, c))
     except ValueError:
         raise argparse.ArgumentTypeError(f"box must look like 3x3 or 2x3, got {text!r}") from None
+    try:
+        return _check_box((r, c))
+    except ValueError as err:  # well formed but too big (or zero): say so, not "must look like"
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("solve", help="solve every puzzle of a text file (one per line) or a Sudoku-Extreme CSV")
     p.add_argument("file", help="puzzle file (.txt lines or .csv with a question column)")
-    p.add_argument("--box", type=_parse_box, default=(3, 3), help="box shape RxC, e.g. 2x3 for 6x6 (default 3x3)")
+    p.add_argument("--box", type=parse_box, default=(3, 3), help="box shape RxC, e.g. 2x3 for 6x6 (default 3x3)")
     args = parser.parse_args(argv)
 
     if str(args.file).lower().endswith(".csv"):

@@ -194,7 +194,9 @@ def test_cli_on_a_run_reproduces_the_trainers_evaluation(trained_run, tmp_path, 
     shutil.copytree(trained_run, run)
     before = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     old = dict(np.load(run / "eval" / "test" / "predictions.npz"))
-    out, _ = cli([str(run)], capsys)  # the run's own dataset, EMA weights, into RUN/eval/test
+    _, err = cli([str(run)], capsys, 2)  # the trainer's own evaluation is kept without --force
+    assert "already holds predictions; pass --force" in err
+    out, _ = cli([str(run), "--force"], capsys)  # the run's own dataset, EMA weights, into RUN/eval/test
     assert "weights: EMA" in out and "exact_accuracy" in out
     assert json.loads((run / "eval" / "test" / "metrics.json").read_text()) == before
     new = np.load(run / "eval" / "test" / "predictions.npz")
@@ -217,7 +219,7 @@ def test_cli_on_a_run_reproduces_the_trainers_evaluation(trained_run, tmp_path, 
 def test_cli_refusals(trained_run, tmp_path, capsys):
     other = build_sudoku(tmp_path / "sudoku-6x6", "--box", "2x3")
     _, err = cli([str(trained_run), "--data", str(other), "--out", str(tmp_path / "o")], capsys, 2)
-    assert "has vocab_size=8 but the model expects 6" in err
+    assert "holds 6x6 sudoku (boxes 2x3) puzzles but the model in" in err and "trained on 4x4 sudoku" in err
     _, err = cli([str(trained_run), "--out", str(trained_run / "eval" / "test")], capsys, 2)
     assert "--force" in err
     _, err = cli([str(trained_run), "--model", "hrm", "--out", str(tmp_path / "o")], capsys, 2)

@@ -224,12 +224,14 @@ def test_cli_sudoku_lines_and_a_bad_line(tmp_path, sudoku_ckpt, capsys):
     src.write_text(text)
     assert run_cli(solve_main, [str(ckpt), str(src), "--slots", "2", "--dtype", "float32"]) == 1
     out, err = capsys.readouterr()
-    assert out.count("\n") == 5
+    assert out.count("\n") == text.count("\n") == 8  # one output line per input line
     assert f"{src}:4: invalid character 'x'" in err and "5 puzzles" in err and "1 bad lines" in err
     expected = solve(model, sudoku.encode(grids).astype(np.int32))
     want = ["".join(("?" + sudoku.CHARS)[t] for t in p) for p in expected.preds]  # 0 (padding) -> '?'
     assert all(len(line) == 16 for line in want)
-    assert out.splitlines() == want
+    got = out.splitlines()
+    assert got[0] == "# four by four" and got[3].startswith("error: invalid character 'x'") and got[4] == ""
+    assert got[1:3] + got[5:] == want
 
 
 def test_cli_sudoku_csv_reports_exact_accuracy_and_writes_out(tmp_path, sudoku_ckpt, capsys):
@@ -244,7 +246,9 @@ def test_cli_sudoku_csv_reports_exact_accuracy_and_writes_out(tmp_path, sudoku_c
     preds = solve(model, sudoku.encode(grids).astype(np.int32), mode="fixed").preds
     exact = np.mean([np.array_equal(p, sudoku.encode(a)) for p, a in zip(preds, answers)])
     assert f"exact accuracy {100 * exact:.1f}% (4 answers)" in err and "mean steps 6.00 of 6" in err
-    assert len(out_file.read_text().splitlines()) == 4
+    lines = out_file.read_text().splitlines()
+    assert lines[0] == "source,question,answer,rating" and len(lines) == 5  # the header copied, then answers
+    assert all(len(line) == 16 and set(line) <= set("?" + sudoku.CHARS[:5]) for line in lines[1:])
     assert run_cli(solve_main, [str(ckpt), str(src), "--out", str(out_file)]) == 2  # no --force
     assert "--force" in capsys.readouterr().err
 
@@ -269,7 +273,7 @@ def test_cli_refuses_another_size_or_family(tmp_path, sudoku_ckpt, capsys):
     write_checkpoint(maze_ckpt, "maze")
     assert run_cli(solve_main, [str(maze_ckpt), str(mazes), "--threshold", "0.5"]) == 0
     out, err = capsys.readouterr()
-    assert len(out.splitlines()) == 2 and all(len(line) == 16 for line in out.splitlines())
+    assert len(out.splitlines()) == 3 and all(len(line) == 16 for line in out.splitlines()[1:])
     assert "valid" in err and "exact accuracy" in err
     small = tmp_path / "four.txt"
     small.write_text(sudoku.to_text(sudoku.generate(1, box=(2, 2), seed=0)[0][0]) + "\n")

@@ -124,7 +124,7 @@ def test_later_override_wins_and_validation_sees_all_overrides_together():
     ("schedule_points=1,2.5", "optim.schedule_points expects tuple[int, ...], got '1,2.5'"),
     ("optim.warmup=soon", "optim.warmup expects int or None, got 'soon'"),
     ("precision=fp16", "precision expects one of 'fp32', 'bf16', got 'fp16'"),
-    ("arch.L_cycles=0", "invalid config after arch.L_cycles=0: L_cycles must be >= 1, got 0"),
+    ("arch.L_cycles=0", "invalid config after setting arch.L_cycles: L_cycles must be >= 1, got 0"),
     ("num_heads=3", "hidden_size (64) must be divisible by num_heads (3)"),
     ("mlp_t=true", "arch.mlp_t needs arch.pos_encodings='none'"),
 ])

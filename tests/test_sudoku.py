@@ -139,8 +139,10 @@ def test_generate_unique_in_clue_range_distinct_deterministic(box, count, clues)
 
 
 def test_generate_gives_up_on_impossible_constraints():
+    with pytest.raises(ValueError, match="fewer than 4 clues"):  # refused at once, not after every try
+        sudoku.generate(2, (2, 2), clues=(0, 2), max_attempts=20)
     with pytest.raises(ValueError, match="gave up"):
-        sudoku.generate(2, (2, 2), clues=(0, 2), max_attempts=20)  # 4x4 needs at least 4 clues
+        sudoku.generate(2, (2, 2), min_rating=1000, max_attempts=20)  # no 4x4 needs 1000 branch points
 
 
 @pytest.mark.parametrize("box", BOXES)

@@ -207,7 +207,7 @@ def test_nonfinite_in_a_row_stops_with_usable_checkpoint(tmp_path, sudoku_data, 
     with pytest.raises(TrainError) as err:
         train(cfg)
     message = str(err.value)
-    assert "\n" not in message and "3 non-finite losses in a row at step 3" in message
+    assert "\n" not in message and "3 non-finite steps in a row at step 3" in message
     payload = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert payload["step"] == 3 and payload["bad_steps"] == 3
     # no update was applied: the weights are still the seeded initial ones

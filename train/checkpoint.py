@@ -41,9 +41,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err.filename, str):  # a write names no file
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
@@ -77,6 +79,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
+    weights = {**(payload.get("model") or {}), **{f"EMA {k}": v for k, v in (ema_shadow(payload) or {}).items()}}
+    bad = next((k for k, v in weights.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # written by an older version: answering with it would be meaningless
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); retrain or resume from "
+                              f"an earlier checkpoint")
     return payload
 
 

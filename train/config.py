@@ -11,6 +11,7 @@ compute dtype are filled in by the trainer from the dataset and `system.dtype`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -56,6 +57,15 @@ class OptimConfig:
     max_bad_steps: int = 10  # stop after this many non-finite losses in a row
 
     def __post_init__(self):
+        # A NaN or infinite rate would train "successfully" into NaN weights: refuse it here.
+        for name in ("lr", "puzzle_emb_lr", "weight_decay", "puzzle_emb_weight_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                need = "a finite number > 0" if name == "lr" else "a finite number >= 0"
+                raise ValueError(f"optim.{name} must be {need}, got {value}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("global_batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"optim.{name} must be >= 1, got {getattr(self, name)}")

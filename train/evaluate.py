@@ -17,14 +17,14 @@ The command line evaluates a saved run (a run directory or its checkpoint.pt: th
 its EMA weights when it used EMA unless --no-ema, its dataset unless --data) or a bare reference
 state dict (keys `inner.*`, `model.inner.*`, `_orig_mod.model.inner.*`; --model and --data are then
 required and the architecture is the paper preset's for that model, changed with `arch.key=value`).
-Default output: `<run>/eval/<split>`. `key=value` overrides any config key (eval.batch_size=64, ...).
+Default output: `<run>/eval/<split>`; predictions already there (the trainer's own evaluation
+included) are replaced only with --force. `key=value` overrides any config key (eval.batch_size=64, ...).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -34,13 +34,13 @@ import torch.distributed as dist
 
 from models import ModelConfig, build_model, load_reference_state_dict
 from puzzles.dataset import Split, grid_spec, load_identifiers, load_split
-from puzzles.errors import PuzzleError, run_cli
+from puzzles.errors import PuzzleError, atomic_write, run_cli
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .config import MODEL_NAMES, PRESETS, EvalConfig
 from .overrides import ConfigError, config_from_dict
-from .run import (CHECKPOINT, TrainError, apply_user_overrides, check_dataset_matches, config_from_checkpoint,
-                  data_dir_of, model_config_for)
+from .run import (CHECKPOINT, TrainError, apply_user_overrides, check_dataset_matches, check_family,
+                  config_from_checkpoint, data_dir_of, model_config_for)
 from .setup import setup_system, teardown_system
 
 IGNORE = -100
@@ -252,21 +252,18 @@ def write_predictions(out_dir: Path, res: dict, family: str, info: dict, data_di
     """predictions.npz (dataset token space, labels 0 = ignore), meta.json and metrics.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "predictions.tmp.npz"
-    np.savez_compressed(tmp, inputs=res["inputs"], labels=np.where(res["labels"] == IGNORE, 0, res["labels"]),
+    atomic_write(out_dir / "predictions.npz", lambda f: np.savez_compressed(
+                        f, inputs=res["inputs"], labels=np.where(res["labels"] == IGNORE, 0, res["labels"]),
                         preds=res["preds"], step_preds=res["step_preds"], q_halt=res["step_q"].astype(np.float32),
                         steps=res["halt_steps"].astype(np.int32), steps_run=res["steps"].astype(np.int32),
-                        puzzle_identifiers=res["puzzle_identifiers"].astype(np.int32), index=res["index"])
-    os.replace(tmp, out_dir / "predictions.npz")
+                        puzzle_identifiers=res["puzzle_identifiers"].astype(np.int32), index=res["index"]))
     _atomic_json(out_dir / "meta.json", {"family": family, **info, "dataset": str(Path(data_dir).resolve()),
                                          "split": split, "metrics": metrics})
     _atomic_json(out_dir / "metrics.json", metrics)
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -314,6 +311,7 @@ def _load(args, ckpt: Path, system_for):
             raise TrainError(f"the run's dataset {data_dir} does not exist here (paths are relative to where "
                              f"it was trained); pass --data DIR")
         split = load_split(data_dir, args.split)
+        check_family(stored.data.family, split, payload.get("grid"), what=f"the model in {ckpt}")
         system = system_for(cfg)
         try:
             model_cfg = config_from_dict(ModelConfig, payload["model_config"])
@@ -374,10 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = Path(args.target)
     ckpt = target / CHECKPOINT if target.is_dir() else target
     out = Path(args.out) if args.out else ckpt.parent / "eval" / args.split
-    if args.out and (out / "predictions.npz").exists() and not args.force:
-        raise TrainError(f"{out} already holds predictions; pass --force to replace them")
     try:
         model, cfg, split, system = _load(args, ckpt, system_for)
+        if out.exists() and not out.is_dir():
+            raise TrainError(f"--out {out} is a file, not a folder; choose another --out")
+        if (out / "predictions.npz").exists() and not args.force:  # the run's own evaluation included
+            raise TrainError(f"{out} already holds predictions; pass --force to replace them, or --out DIR")
         try:
             cfg.eval = dataclasses.replace(cfg.eval, mode=args.mode or cfg.eval.mode, threshold=cfg.eval.threshold
                                            if args.threshold is None else args.threshold)

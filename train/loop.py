@@ -8,9 +8,18 @@ survives across steps and is saved in checkpoints). The loss is scaled by 1/glob
 and gradients are summed across ranks, so any number of processes computes the same update.
 Evaluation runs every `eval.interval` epochs and at the end; checkpoints are atomic and a killed
 run resumes bit-identically on CPU.
+
+Nothing lost, nothing non-finite: a step whose loss or update is not finite is skipped (TrainStep
+undoes it), so the weights are always the last finite ones and so is every checkpoint; after
+`optim.max_bad_steps` in a row the run stops, to be resumed with `--resume optim.lr=<lower>`.
+Ctrl-C stops after the current step with a checkpoint there (a second Ctrl-C stops at once), and
+`run_dir/.lock` keeps a second trainer out of a folder in use.
 """
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -26,8 +35,8 @@ from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, s
 from .config import TrainConfig
 from .evaluate import evaluate_split, write_summary
 from .logger import MetricsLogger
-from .run import (CHECKPOINT, TrainError, check_dataset_matches, config_from_checkpoint, ensure_dataset,
-                  make_model, model_config_for, resume_decision, run_dir_of)
+from .run import (CHECKPOINT, TrainError, check_dataset_matches, check_family, config_from_checkpoint, dataset_grid,
+                  ensure_dataset, make_model, model_config_for, resume_decision, run_dir_of)
 from .overrides import config_to_dict
 from .setup import setup_system, teardown_system
 from .step import TrainStep
@@ -54,6 +63,68 @@ def _carry_from(state: dict | None, device: torch.device) -> Carry | None:
                  current_data={k: v.to(device) for k, v in state["current_data"].items()})
 
 
+def lock_run_dir(run_dir: Path):
+    """Hold `run_dir/.lock` (with our pid) for the whole run, so a second trainer on the same folder
+    is refused instead of interleaving metrics and checkpoints. flock: the lock dies with the
+    process, so a killed run leaves no stale lock. Returns the open file (close it to release)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return None
+    path = run_dir / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise TrainError(f"{run_dir} is in use by another trainer (pid {pid}, lock file {path}); "
+                         f"wait for it to finish or choose another system.run_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+class StopRequest:
+    """Ctrl-C during training: the first asks the loop to stop after the current step (it saves a
+    checkpoint there), the second stops at once. Active only in the main thread, inside `with`."""
+
+    def __init__(self):
+        self.requested, self._old = False, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt("second Ctrl-C: stopped at once, without a checkpoint")
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
+              flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _carry_is_finite(carry: Carry | None) -> bool:
+    return carry is None or bool(torch.isfinite(carry.z_H).all() and torch.isfinite(carry.z_L).all())
+
+
+def _any_rank(flag: bool, system) -> bool:
+    """Ctrl-C reaches each rank on its own: stop only when all know, at the same step."""
+    if not system.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=system.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, distributed: bool,
                    num_steps: int = 1) -> dict[str, float]:
     """Sum over ranks, then losses / (global batch x steps) and everything else / count (reference rule).
@@ -77,31 +148,45 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         torch.set_num_threads(cfg.system.threads)
     system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile, width=cfg.arch.hidden_size)
     run_dir = run_dir_of(cfg)
+    lock = []  # the run folder's lock, held until the run ends
     try:
-        summary = _train(cfg, system, run_dir, resume)
+        summary = _train(cfg, system, run_dir, resume, lock)
     except BaseException:
         teardown_system(system, finished=False)
         raise
+    finally:
+        for f in lock:
+            f.close()
     teardown_system(system)
     return summary
 
 
-def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
+def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) -> dict:
+    if cfg.optim.global_batch_size % system.world_size:
+        raise TrainError(f"optim.global_batch_size={cfg.optim.global_batch_size} must be a multiple of the "
+                         f"{system.world_size} processes")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"system.run_dir {run_dir} is a file, not a run folder; choose another system.run_dir")
     data_dir = ensure_dataset(cfg, system.is_main)
     if system.distributed:
         dist.barrier()
     train_split, test_split = load_split(data_dir, "train"), load_split(data_dir, "test")
+    for split in (train_split, test_split):
+        check_family(cfg.data.family, split, what=f"train.{cfg.data.family}")
     model_cfg = model_config_for(cfg.arch, train_split, system.dtype)
     check_dataset_matches(model_cfg, test_split)
 
     ckpt_path = run_dir / CHECKPOINT
-    payload = None
+    payload, changes = None, []
     if ckpt_path.exists():
         payload = load_checkpoint(ckpt_path)
-        resume_decision(config_from_checkpoint(payload), cfg, resume, run_dir)
+        changes = resume_decision(config_from_checkpoint(payload), cfg, resume, run_dir)
+        check_family(cfg.data.family, train_split, payload.get("grid"), what=f"the run in {run_dir}")
     elif resume:
         raise TrainError(f"--resume given but {ckpt_path} does not exist")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if system.is_main:
+        lock.append(lock_run_dir(run_dir))
 
     model = make_model(cfg.model, model_cfg, system.device, cfg.system.seed)
     if system.distributed:  # identical start on every rank, whatever the local RNG did
@@ -118,6 +203,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
     trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
 
     step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
+    last_good = 0  # the last step whose update was applied
     if payload is not None:
         model.load_state_dict(payload["model"])
         trainer.load_state_dict(payload["optim"])
@@ -127,9 +213,11 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
         if carry is not None and model.puzzle_emb is not None:
             model.puzzle_emb.prepare(carry.steps.shape[0])  # scratch rows for a hand-built carry
         step, bad_total, elapsed = payload["step"], payload.get("bad_steps", 0), payload.get("elapsed", 0.0)
+        last_good = payload.get("last_good_step", step)
         last_eval = payload.get("eval", {})
         if system.is_main:
-            print(f"resuming {run_dir} at step {step}/{total_steps}", flush=True)
+            print(f"resuming {run_dir} at step {step}/{total_steps}"
+                  + (f" with changed {'; '.join(changes)}" if changes else ""), flush=True)
     else:
         torch.manual_seed(cfg.system.seed + 1 + system.rank)  # exploration draws; differs per rank
     if system.is_main:
@@ -140,12 +228,15 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
     logger = MetricsLogger(run_dir, cfg, enabled=system.is_main, resume_step=step if payload is not None else None)
 
     def checkpoint() -> None:
+        if not (trainer.state_is_finite() and _carry_is_finite(carry)):  # TrainStep undoes such updates
+            raise TrainError(f"refusing to write non-finite weights to {ckpt_path} at step {step}")
         if system.is_main:
             save_checkpoint(ckpt_path, {
                 "config": config_to_dict(cfg), "model": model.state_dict(), "optim": trainer.state_dict(),
                 "loader": loader.state_dict(), "rng": capture_rng_state(), "carry": _carry_state(carry),
                 "step": step, "bad_steps": bad_total, "elapsed": elapsed, "eval": last_eval,
-                "model_config": config_to_dict(model_cfg), "model_name": cfg.model})
+                "model_config": config_to_dict(model_cfg), "model_name": cfg.model,
+                "grid": dataset_grid(train_split), "last_good_step": last_good})
 
     def run_eval() -> dict:
         eval_model = trainer.ema.averaged_copy(model) if trainer.ema is not None else model
@@ -160,44 +251,50 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
     model.train()
     window, window_steps = {}, 0  # metric sums since the last log line
     try:
-        while step < total_steps:
-            t0 = time.perf_counter()
-            batch = {k: v.to(system.device, non_blocking=True) for k, v in next(loader).items()}
-            if carry is None:
-                carry = model.initial_carry(batch)
-            step += 1
-            result = trainer(carry, batch, step)
-            carry, lr = result.carry, result.lr
-            window = {k: v.detach() + window[k] for k, v in result.metrics.items()} if window else \
-                {k: v.detach().clone() for k, v in result.metrics.items()}
-            window_steps += 1
-            if result.finite:
-                bad_in_row = 0
-            else:
-                bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
-            elapsed += time.perf_counter() - t0
-            if bad_in_row >= opt.max_bad_steps:
-                checkpoint()
-                raise TrainError(f"{bad_in_row} non-finite losses in a row at step {step}; stopped. The "
-                                 f"checkpoint {ckpt_path} holds the last good weights (try a lower lr)")
+        with StopRequest() as stop:
+            while step < total_steps:
+                t0 = time.perf_counter()
+                batch = {k: v.to(system.device, non_blocking=True) for k, v in next(loader).items()}
+                if carry is None:
+                    carry = model.initial_carry(batch)
+                step += 1
+                result = trainer(carry, batch, step)
+                carry, lr = result.carry, result.lr
+                window = {k: v.detach() + window[k] for k, v in result.metrics.items()} if window else \
+                    {k: v.detach().clone() for k, v in result.metrics.items()}
+                window_steps += 1
+                if result.finite:
+                    bad_in_row, last_good = 0, step
+                else:
+                    bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
+                elapsed += time.perf_counter() - t0
+                if bad_in_row >= opt.max_bad_steps:
+                    checkpoint()
+                    raise TrainError(f"{bad_in_row} non-finite steps in a row at step {step}; stopped. The checkpoint "
+                                     f"{ckpt_path} holds the last finite weights (step {last_good}); to continue with "
+                                     f"a lower lr, run the same command with --resume optim.lr=<lower>")
 
-            if step % cfg.log.interval == 0 or step == total_steps:
-                stats = reduce_metrics(window, opt.global_batch_size, system.distributed, window_steps)
-                window, window_steps = {}, 0
-                stats = {f"train/{k}": v for k, v in stats.items()} | {
-                    "train/lr": lr, "train/skipped_steps": bad_total, "time/train_seconds": elapsed}
-                logger.log(step, stats)
-                bar.set_postfix(loss=f"{stats.get('train/lm_loss', float('nan')):.3f}",
-                                acc=f"{stats.get('train/accuracy', float('nan')):.3f}",
-                                exact=f"{stats.get('train/exact_accuracy', float('nan')):.3f}", refresh=False)
-            bar.update(1)
-            if eval_every and step % eval_every == 0 and step < total_steps:
-                last_eval = run_eval()
-                logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {"time/train_seconds": elapsed})
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
-                                                       if k in ("exact_accuracy", "accuracy", "halt_steps")))
-            if step % cfg.system.checkpoint_interval == 0 and step < total_steps:
-                checkpoint()
+                if step % cfg.log.interval == 0 or step == total_steps:
+                    stats = reduce_metrics(window, opt.global_batch_size, system.distributed, window_steps)
+                    window, window_steps = {}, 0
+                    stats = {f"train/{k}": v for k, v in stats.items()} | {
+                        "train/lr": lr, "train/skipped_steps": bad_total, "time/train_seconds": elapsed}
+                    logger.log(step, stats)
+                    bar.set_postfix(loss=f"{stats.get('train/lm_loss', float('nan')):.3f}",
+                                    acc=f"{stats.get('train/accuracy', float('nan')):.3f}",
+                                    exact=f"{stats.get('train/exact_accuracy', float('nan')):.3f}", refresh=False)
+                bar.update(1)
+                if eval_every and step % eval_every == 0 and step < total_steps:
+                    last_eval = run_eval()
+                    logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {"time/train_seconds": elapsed})
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
+                                                           if k in ("exact_accuracy", "accuracy", "halt_steps")))
+                if _any_rank(stop.requested, system) and step < total_steps:
+                    checkpoint()
+                    raise KeyboardInterrupt(f"checkpoint at step {step} saved in {ckpt_path}; run the same "
+                                            f"command again to continue")
+                if step % cfg.system.checkpoint_interval == 0 and step < total_steps:
+                    checkpoint()
     except BaseException:
         logger.close()
         raise
@@ -205,8 +302,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool) -> dict:
         bar.close()
         loader.close()
 
+    checkpoint()  # before the final evaluation: a Ctrl-C during it loses no training
     final = run_eval()
-    checkpoint()
     logger.log(step, {f"eval/{k}": v for k, v in final.items()} | {"time/train_seconds": elapsed})
     logger.close()
     summary = {"run_dir": str(run_dir), "model": cfg.model, "family": cfg.data.family, "preset": cfg.preset,

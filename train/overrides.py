@@ -211,7 +211,10 @@ def apply_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
     try:
         return _rebuild(cfg, changes)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"invalid config after {' '.join(overrides)}: {err}") from None
+        # Name the keys the user set (not their values: a long command line made a huge line).
+        keys = ", ".join(dict.fromkeys(item.removeprefix("--").partition("=")[0].strip() for item in overrides))
+        keys = keys if len(keys) <= 200 else keys[:200] + "..."
+        raise ConfigError(f"invalid config after setting {keys}: {err}") from None
 
 
 def config_to_dict(cfg: Any) -> Any:

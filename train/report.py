@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def load_predictions(run: Path, split: str) -> tuple[dict[str, np.ndarray], dict
         with np.load(npz, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
-    except (OSError, ValueError) as err:  # ValueError covers bad zip/npz and bad JSON
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated npz, bad JSON
         raise UserError(f"{directory}: unreadable predictions or meta.json ({err})") from None
     if meta is None:
         raise UserError(f"{meta_path}: missing (written by train.evaluate beside predictions.npz)")

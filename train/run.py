@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from models import HaltingModel, ModelConfig, build_model
-from puzzles.dataset import Split, load_split
-from puzzles.errors import UserError
+from puzzles.dataset import Split, families_of, grid_spec, load_split
+from puzzles.errors import PuzzleError, UserError
 
 from .config import DERIVED_KEYS, TrainConfig
-from .overrides import ConfigError, apply_overrides, config_from_dict, diff_configs
+from .overrides import ConfigError, apply_overrides, config_from_dict, config_leaves, diff_configs
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -76,6 +76,38 @@ def check_dataset_matches(model_cfg: ModelConfig, split: Split) -> None:
                          f"embedding has {model_cfg.num_puzzle_identifiers} rows")
 
 
+def check_family(family: str, split: Split, grid: dict | None = None, what: str = "the model") -> None:
+    """One-line error when a dataset holds another puzzle family (or grid) than the model's.
+
+    A 4x4 Sudoku and a 4x4 maze both have 16 cells and 6 tokens, so shapes alone let a model of one
+    run on the other. Datasets without a "family" field (the reference builders') are judged by
+    the families their shape can describe. `grid` (a checkpoint's dataset spec) also checks the
+    Sudoku box shape or maze size."""
+    possible = families_of(split.meta)
+    if possible and family not in possible:
+        raise TrainError(f"dataset {split.root} holds {possible[0]} puzzles, not the {family} puzzles {what} "
+                         f"needs; choose a {family} dataset")
+    if grid and "family" in split.meta:
+        have = grid_spec(split.meta)
+        if have != grid:
+            raise TrainError(f"dataset {split.root} holds {_grid_text(have)} puzzles but {what} was trained on "
+                             f"{_grid_text(grid)} puzzles")
+
+
+def _grid_text(spec: dict) -> str:
+    if "box" in spec:
+        return f"{spec['size']}x{spec['size']} {spec['family']} (boxes {spec['box'][0]}x{spec['box'][1]})"
+    return f"{spec['size']}x{spec['size']} {spec['family']}" if "size" in spec else spec["family"]
+
+
+def dataset_grid(split: Split) -> dict | None:
+    """The dataset's grid spec for a checkpoint, or None when it does not say."""
+    try:
+        return grid_spec(split.meta) if "family" in split.meta else None
+    except PuzzleError:
+        return None
+
+
 def make_model(name: str, model_cfg: ModelConfig, device: torch.device, seed: int) -> HaltingModel:
     torch.manual_seed(seed)  # the same initial weights on every rank and every rerun
     return build_model(name, model_cfg).to(device)
@@ -88,23 +120,28 @@ def config_from_checkpoint(payload: dict) -> TrainConfig:
         raise TrainError(f"checkpoint holds no usable config ({err})") from None
 
 
-# Keys that may differ between a run and its resumption: how long, how often, where it runs.
+# Keys that may differ between a run and its resumption: how long, how often, where it runs, and
+# the optimiser's rates (after a non-finite stop, continue with a lower lr).
 RESUMABLE_CHANGES = ("optim.epochs", "optim.max_steps", "eval.", "log.", "system.checkpoint_interval",
                      "system.threads", "system.device", "system.compile", "system.run_dir", "data.path",
-                     "data.build")
+                     "data.build", "optim.lr", "optim.lr_warmup_steps", "optim.lr_min_ratio", "optim.weight_decay",
+                     "optim.puzzle_emb_lr", "optim.puzzle_emb_weight_decay", "optim.max_bad_steps")
 # Keys that never make two configs "different" for automatic resumption.
 RUNTIME_KEYS = ("log.progress", "system.threads", "system.run_dir", "system.device", "data.path")
 
 
-def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir: Path) -> None:
-    """Return if the checkpoint in `run_dir` may be resumed with `cfg`; raise when it belongs to another config."""
+def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir: Path) -> list[str]:
+    """The changes ("optim.lr 0.1 -> 0.001") if the checkpoint in `run_dir` may be resumed with `cfg`;
+    raise when it belongs to another config."""
     diffs = [k for k in diff_configs(stored, cfg) if not k.startswith(RUNTIME_KEYS)]
     if not diffs:
-        return
+        return []
     if not resume:
         raise TrainError(f"{run_dir} holds a run with another config (differs in {', '.join(diffs)}); "
                          f"pass --resume to continue it, or choose another system.run_dir")
     fixed = [k for k in diffs if not k.startswith(RESUMABLE_CHANGES)]
     if fixed:
         raise TrainError(f"cannot resume {run_dir} with a changed {', '.join(fixed)}; only training length, "
-                         f"evaluation, logging and system keys may change")
+                         f"optimiser rates, evaluation, logging and system keys may change")
+    old, new = config_leaves(stored), config_leaves(cfg)
+    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diffs]

@@ -170,6 +170,12 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         if not dist.is_initialized():
+            # Before the group exists: torch.distributed.nn.functional binds `group=group.WORLD` into
+            # default arguments when first imported (torch.use_deterministic_algorithms below imports
+            # it via inductor/dynamo); imported after init it pins the group forever, so
+            # destroy_process_group cannot free it and its gloo threads outlive teardown (rank 1
+            # then sometimes aborted at exit: "terminate called without an active exception").
+            from torch.distributed.nn import functional  # noqa: F401
             dist.init_process_group(backend=backend)
         lines.append(f"distributed: {world_size} processes ({backend}), this is rank {rank}")
     if dev.type == "cpu":

@@ -5,10 +5,13 @@
 
 Input: for a Sudoku model, one puzzle per line (n*n cells, '.' or '0' blank, side n from the
 model; blank lines and '#' comments skipped) or a Sudoku-Extreme CSV (`source,question,answer,
-rating`); for a maze model, a Maze-Hard CSV. Output: one answer line per puzzle (Sudoku digits,
-or the maze grid with its path as `o`; '?' marks a cell the model left as padding), then a summary
-on stderr: puzzles/s, mean steps, exact accuracy when the file has answers, and the share of
-answers that satisfy the puzzle's own rules. The engine is `train.infer` (modes explained there).
+rating`); for a maze model, a Maze-Hard CSV. Output: one line per input line, so line k of the
+output always answers line k of the input: the answer (Sudoku digits, or the maze grid with its
+path as `o`; '?' marks a cell the model left as padding), `error: <reason>` for a line that is
+not a puzzle, and blank lines, `#` comments and the CSV header copied as they are. Then a summary
+on stderr: puzzles/s, mean steps, exact accuracy when the file has answers, the share of answers
+that satisfy the puzzle's own rules, and the bad lines. The engine is `train.infer` (modes
+explained there).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch
 
 from models import HaltingModel, ModelConfig, build_model
 from puzzles import maze, sudoku
-from puzzles.errors import PuzzleError, UserError, run_cli
+from puzzles.errors import PuzzleError, UserError, atomic_write, run_cli, text_lines
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .infer import MODES, Engine
@@ -105,11 +108,9 @@ def _maze_tokens(cells: str, n: int) -> np.ndarray:
 
 
 def read_puzzles(path: Path, family: str, n: int):
-    """(puzzles [(line, inputs, labels or None)], errors [(line, message)], kinds seen on bad lines)."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise PuzzleError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    """(puzzles [(line, inputs, labels or None)], errors [(line, message)], kinds seen on bad lines,
+    copied {line: text} for the lines that are neither: blank, comments, the CSV header)."""
+    lines = "".join(text_lines(path)).splitlines()
     first = next((line for line in lines if line.strip()), "")
     is_csv = [h.strip() for h in first.split(",")[:4]] == CSV_HEADER
     if family == "maze" and first and not is_csv:
@@ -119,14 +120,13 @@ def read_puzzles(path: Path, family: str, n: int):
         raise PuzzleError(f"{path}:1: a maze model reads a Maze-Hard CSV with the header "
                           f"{','.join(CSV_HEADER)}; got {first[:40]!r}")
     tokens = _maze_tokens if family == "maze" else _sudoku_tokens
-    puzzles, errors, kinds = [], [], set()
+    puzzles, errors, kinds, copied = [], [], set(), {}
     header_seen = False
     for lineno, line in enumerate(lines, 1):
         if is_csv:
-            if not line.strip():
-                continue
-            if not header_seen:
-                header_seen = True
+            if not line.strip() or not header_seen:
+                header_seen = header_seen or bool(line.strip())
+                copied[lineno] = line
                 continue
             fields = next(csv.reader([line]))
             if len(fields) != 4:
@@ -136,6 +136,7 @@ def read_puzzles(path: Path, family: str, n: int):
         else:
             text = line.strip()
             if not text or text.startswith("#"):
+                copied[lineno] = line
                 continue
             cells, answer = text.split()[0], None
         try:
@@ -147,7 +148,7 @@ def read_puzzles(path: Path, family: str, n: int):
             continue
         puzzles.append((lineno, x, y))
     kinds.discard(None)
-    return puzzles, errors, kinds
+    return puzzles, errors, kinds, copied
 
 
 # --- answers -----------------------------------------------------------------------------------
@@ -164,12 +165,6 @@ def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray) -> bool:
     if not ((pred >= 2) & (pred <= n + 1)).all():
         return False
     return bool(sudoku.check(sudoku.decode(pred, n), SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -216,8 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the name of a file to write")
     if out is not None and out.exists() and not args.force:
         raise UserError(f"--out {out} exists; pass --force to overwrite it")
+    if out is not None and not out.absolute().parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.absolute().parent} does not exist")
     path = Path(args.file)
     if not path.is_file():
         raise PuzzleError(f"{path} does not exist or is not a file")
@@ -228,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = math.isqrt(model.config.seq_len)
     if family not in ("sudoku", "maze") or n * n != model.config.seq_len or (family == "sudoku" and n not in SUDOKU_BOX):
         raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku and maze models")
-    puzzles, errors, kinds = read_puzzles(path, family, n)
+    puzzles, errors, kinds, copied = read_puzzles(path, family, n)
     want = f"{n}x{n} {family}"
     if not puzzles and kinds - {want}:
         raise PuzzleError(f"{path} holds {' and '.join(sorted(kinds))} puzzles but checkpoint {args.checkpoint} "
@@ -243,9 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     result = engine.solve(inputs)
     seconds = time.perf_counter() - start
-    text = "".join(answer_text(family, p) + "\n" for p in result.preds)
+    # One line per input line: answers in place, a marked placeholder for each bad line.
+    lines = copied | {lineno: f"error: {message}" for lineno, message in errors}
+    lines |= {lineno: answer_text(family, p) for (lineno, _, _), p in zip(puzzles, result.preds)}
+    text = "".join(lines[k] + "\n" for k in sorted(lines))
     if out is not None:
-        write_atomic(out, text)
+        atomic_write(out, text)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -262,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             exact = np.mean([np.array_equal(y, p) for y, p in labelled])
             summary.append(f"exact accuracy {100 * exact:.1f}% ({len(labelled)} answers)")
     if errors:
-        summary.append(f"{len(errors)} bad lines skipped")
+        summary.append(f"{len(errors)} bad lines answered 'error: ...'")
     print("; ".join(summary), file=sys.stderr)
     return 1 if errors else 0
 

@@ -1,8 +1,14 @@
 """One optimiser step of deep supervision, exactly as the trainer runs it (and the benchmarks time it).
 
 forward one supervision step (carry in, carry out) -> (loss / global_batch_size).backward() ->
-gradients summed across ranks -> non-finite check -> sparse sign-SGD on the puzzle rows, then
-AdamATan2, both at the scheduled lr -> EMA -> zero grads.
+gradients summed across ranks -> non-finite loss check -> sparse sign-SGD on the puzzle rows, then
+AdamATan2, both at the scheduled lr -> EMA -> non-finite state check -> zero grads.
+
+A finite loss does not make a finite update: a gradient can overflow while the loss stays finite,
+and a huge lr multiplies finite weights into inf. So after every update the weights, the puzzle
+table, Adam's moments and the EMA shadow are checked, and a non-finite update is undone from a
+copy taken just before it (these models are small; the copy costs far less than the step). A
+skipped step also keeps the carry it was given, so nothing the trainer holds is ever non-finite.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ class StepResult:
     carry: Carry
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]
-    finite: bool
+    finite: bool  # False: the step was skipped (non-finite loss) or undone (non-finite update)
     lr: float
 
 
@@ -41,20 +47,17 @@ class TrainStep:
 
     def __call__(self, carry: Carry, batch: dict[str, torch.Tensor], step: int) -> StepResult:
         """`step` is the 1-based index of this optimiser step (drives the lr schedule)."""
-        opt = self.opt
+        opt, carry_in = self.opt, carry
         carry, loss, metrics, _, _ = self.forward(carry, batch)
         (loss / opt.global_batch_size).backward()
         if self.distributed:
             for p in self.model.parameters():
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
-        finite = bool(torch.isfinite(loss).item())
-        if self.distributed:  # every rank must agree to skip
-            flag = torch.tensor([float(finite)], device=loss.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = bool(flag.item())
+        finite = self._all_ranks(bool(torch.isfinite(loss).item()), loss.device)
         lr = lr_at(step, opt.lr, opt.lr_warmup_steps, self.total_steps, opt.lr_min_ratio)
         if finite:
+            before, had_state = [t.clone() for t in self.state_tensors()], set(self.adam.state)
             if self.sparse is not None:
                 self.sparse.param_groups[0]["lr"] = lr_at(step, opt.puzzle_emb_lr, opt.lr_warmup_steps,
                                                            self.total_steps, opt.lr_min_ratio)
@@ -64,10 +67,40 @@ class TrainStep:
             self.adam.step()
             if self.ema is not None:
                 self.ema.update(self.model)
+            finite = self._all_ranks(self.state_is_finite(), loss.device)
+            if not finite:  # undo the update: back to the state before it
+                for param in [p for p in self.adam.state if p not in had_state]:
+                    del self.adam.state[param]  # first step: Adam made its moments during the update
+                with torch.no_grad():
+                    torch._foreach_copy_(self.state_tensors(), before)
         self.adam.zero_grad(set_to_none=True)
         if self.sparse is not None:
             self.sparse.zero_grad()
-        return StepResult(carry, loss, metrics, finite, lr)
+        return StepResult(carry if finite else carry_in, loss, metrics, finite, lr)
+
+    def _all_ranks(self, ok: bool, device: torch.device) -> bool:
+        """True when `ok` holds on every rank (they must agree to skip a step)."""
+        if not self.distributed:
+            return ok
+        flag = torch.tensor([float(ok)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor an update writes: parameters, the puzzle table, Adam's state, the EMA shadow."""
+        tensors = [p.data for p in self.model.parameters()]
+        if self.model.puzzle_emb is not None:
+            tensors.append(self.model.puzzle_emb.weights)
+        for state in self.adam.state.values():
+            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+        if self.ema is not None:
+            tensors += list(self.ema.shadow.values())
+        return tensors
+
+    @torch.no_grad()
+    def state_is_finite(self) -> bool:
+        flags = [torch.isfinite(t).all() for t in self.state_tensors() if t.is_floating_point()]
+        return bool(torch.stack(flags).all().item()) if flags else True
 
     # checkpoint support
     def state_dict(self) -> dict:
@@ -75,8 +108,12 @@ class TrainStep:
                 "ema": self.ema.state_dict() if self.ema else None}
 
     def load_state_dict(self, state: dict) -> None:
+        """The saved moments and EMA; the rates stay this config's (a resume may lower them)."""
         self.adam.load_state_dict(state["adam"])
+        for group in self.adam.param_groups:
+            group["weight_decay"] = self.opt.weight_decay
         if self.sparse is not None:
             self.sparse.load_state_dict(state["sparse"])
+            self.sparse.param_groups[0]["weight_decay"] = self.opt.puzzle_emb_weight_decay
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
