@@ -196,6 +196,14 @@ def quick(family: str, model: str) -> TrainConfig:
     if model == "hrm":  # 6x6 Sudoku, 625 steps: cell accuracy 0.635 at lr 5e-4 vs 0.591 at 2e-3
         optim = dataclasses.replace(optim, lr=5e-4)
     ev = EvalConfig(interval=20)
+    if family == "sudoku" and model == "trm-mlp":
+        # More, smaller updates reach a given accuracy with far fewer examples (batch 64 and 32
+        # beat 128 per example; 16 stalls at this lr), and T=2 costs 4/5 of T=3 per step and
+        # learns as fast per step: the same accuracy in well under half the time, which puts a
+        # float32-only CPU in minutes too (README, Results).
+        arch = dataclasses.replace(arch, H_cycles=2)
+        optim = dataclasses.replace(optim, global_batch_size=32, epochs=60)
+        ev = EvalConfig(interval=10, batch_size=256)
     if family == "maze":  # 10x10 mazes: 100 cells, ~3x a 6x6 Sudoku per example
         optim = dataclasses.replace(optim, epochs=40)
         ev = dataclasses.replace(ev, interval=10)
