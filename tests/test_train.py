@@ -312,3 +312,12 @@ def test_compiled_two_thread_runs_are_identical(tmp_path, sudoku_data):
                        "optim.global_batch_size=16", "arch.hidden_size=64"))
     a, b = (final_state(tmp_path / n)["model"] for n in "ab")
     assert_same(a, b)
+
+
+def test_no_periodic_evaluation_just_before_the_final_one(tmp_path, sudoku_data):
+    # 20 groups / batch 8 = 2.5 steps per epoch: eval.interval=2 evaluates every 5 steps
+    run = tmp_path / "run"
+    train(tiny_cfg(sudoku_data, run, "optim.max_steps=11", "eval.interval=2"))
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [d["step"] for d in lines if "eval/exact_accuracy" in d]
+    assert evaluated == [5, 11]  # step 10 is skipped: the final evaluation follows one step later

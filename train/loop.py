@@ -284,7 +284,9 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                                     acc=f"{stats.get('train/accuracy', float('nan')):.3f}",
                                     exact=f"{stats.get('train/exact_accuracy', float('nan')):.3f}", refresh=False)
                 bar.update(1)
-                if eval_every and step % eval_every == 0 and step < total_steps:
+                # the final evaluation always runs; a periodic one less than half an interval
+                # before it would repeat it at nearly the same weights
+                if eval_every and step % eval_every == 0 and total_steps - step >= eval_every / 2:
                     last_eval = run_eval()
                     logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {"time/train_seconds": elapsed})
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
