@@ -115,7 +115,7 @@ class LogConfig:
 @dataclass
 class SystemConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto (bf16 where supported) | float32 | bfloat16
+    dtype: str = "auto"  # auto (bf16 where it measures faster: CUDA with bf16, CPUs with bf16 hardware) | float32 | bfloat16
     compile: str = "auto"  # auto (on for CUDA, and CPUs with a C++ compiler) | on | off
     seed: int = 0
     run_dir: str = ""  # "" = runs/<family>-<model>-<preset>
