@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from puzzles.dataset import load_split
-from puzzles.errors import UserError, run_cli
+from puzzles.errors import UserError, atomic_write, run_cli
 from train.infer import MODES, Engine, SolveResult
 from train.setup import cpu_description
 from train.solve import SUDOKU_BOX, is_valid, load_for_inference
@@ -133,12 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{100 * row['exact_accuracy']:.2f}% | {100 * row['valid']:.2f}% |", flush=True)
     if args.json:
         out = Path(args.json)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"checkpoint": args.checkpoint, "data": str(data), "split": args.split,
+        atomic_write(out, json.dumps({"checkpoint": args.checkpoint, "data": str(data), "split": args.split,
                                    "puzzles": len(inputs), "slots": args.slots, "device": str(device),
                                    "dtype": str(mc.forward_dtype), "cpu": cpu_description(),
                                    "modes": rows, "thresholds": table}, indent=1))
-        tmp.replace(out)
     return 0
 
 

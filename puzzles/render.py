@@ -12,7 +12,6 @@ tells given Sudoku digits from filled ones and supplies the maze walls. Composit
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from puzzles.dataset import FAMILIES, grid_spec  # noqa: F401  (grid_spec re-exported for callers)
-from puzzles.errors import PuzzleError
+from puzzles.errors import PuzzleError, atomic_write
 
 ARC_PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
                "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25")
@@ -248,13 +247,4 @@ def vstack(images: list[Image.Image], gap: int = 10, bg: str = "white") -> Image
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
     """Write `img` as PNG atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: img.save(f, format="PNG"))

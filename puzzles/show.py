@@ -167,10 +167,6 @@ def page(title: str, body: str) -> str:
             f'<pre id="errors" hidden></pre>\n{body}\n<script>{FILTER_JS}</script>\n</body></html>\n')
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
-
-
 # ----------------------------------------------------------------------------- dataset browser
 
 def pair_image(spec: dict, inp: np.ndarray, lab: np.ndarray):
@@ -235,7 +231,7 @@ def write_browser(dataset: str | os.PathLike, split: str = "test", n: int = 16,
         body = (f"<h1>Dataset {esc(root.name)}</h1><p>{esc(root.resolve())} &middot; family "
                 f"{esc(meta['family'])}</p>" + controls(splits if len(splits) > 1 else [], "split", False)
                 + "\n".join(sections))
-        write_text(tmp / "index.html", page(f"dataset {root.name}", body))
+        atomic_write(tmp / "index.html", page(f"dataset {root.name}", body))
     return out / "index.html"
 
 

@@ -21,7 +21,7 @@ from train.solve import main as solve_main
 
 from . import browser
 from .test_infer import write_checkpoint
-from .test_train import _keep_threads, build_sudoku, sudoku_data, tiny_cfg  # noqa: F401
+from .test_train import _keep_threads, sudoku_data, tiny_cfg  # noqa: F401
 
 CPU = torch.device("cpu")
 SLOW = {torch.bfloat16: 1.0, torch.float32: 70.0}   # e.g. AMD Zen 3: AVX2 only

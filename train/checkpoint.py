@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from puzzles.errors import UserError
+from puzzles.errors import UserError, atomic_write
 
 
 class CheckpointError(UserError):
@@ -34,19 +33,13 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write `payload` to `path` atomically (temp file + fsync + os.replace). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and not isinstance(err.filename, str):  # a write names no file
-            raise OSError(err.errno, err.strerror, str(path)) from None
-        raise
+
+    def write(f) -> None:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the checkpoint
+
+    atomic_write(path, write)
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
 

@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
-from puzzles.errors import UserError, run_cli  # noqa: E402
+from puzzles.errors import UserError, atomic_write, run_cli  # noqa: E402
 
 # panel title -> predicate on a metric key (after the "train/" / "eval/" prefix)
 PANELS = {
@@ -87,12 +87,10 @@ def plot_curves(rows: list[dict], path: str | os.PathLike, title: str = "") -> P
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

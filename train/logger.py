@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from puzzles.errors import atomic_write
+
 from .overrides import config_to_dict
 
 
@@ -26,9 +28,7 @@ class MetricsLogger:
             # A killed run logged past its last checkpoint; those steps are about to be redone.
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write(path, "".join(line + "\n" for line in kept))
         self.file = open(path, "a", encoding="utf-8")
         if cfg.log.logger == "wandb":
             os.environ.setdefault("WANDB_MODE", "offline")

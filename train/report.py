@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from puzzles.errors import UserError
+from puzzles.errors import UserError, atomic_write
 from puzzles.render import caption, default_cell, frame, grid_spec, hstack, is_correct, render, save_png, vstack
-from puzzles.show import controls, esc, page, pair_image, site_dir, spread, write_text
+from puzzles.show import controls, esc, page, pair_image, site_dir, spread
 from train.curves import plot_curves, read_metrics
 
 ARRAYS = ("inputs", "labels", "preds", "step_preds", "q_halt", "steps", "puzzle_identifiers")
@@ -245,5 +245,5 @@ def write_report(run: str | os.PathLike, split: str = "test", n: int = 32,
             parts.append('<p class="note">no predictions were saved for this split '
                          "(train.evaluate keeps the first eval.save_predictions examples)</p>")
         parts.append('<div class="items">' + "\n".join(items) + "</div>")
-        write_text(tmp / "index.html", page(f"report {run.name} {split}", "\n".join(parts)))
+        atomic_write(tmp / "index.html", page(f"report {run.name} {split}", "\n".join(parts)))
     return out / "index.html"
