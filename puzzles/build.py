@@ -13,7 +13,6 @@ atomically when the build has succeeded. The last stdout line summarises the bui
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from puzzles.dataset import SplitData, check_output, disk_bytes, write_dataset
-from puzzles.errors import PuzzleError, run_cli, text_lines
+from puzzles.errors import PuzzleError, csv_rows, run_cli
 from puzzles.sudoku import parse_box
 
 # Paper defaults per family, and named presets that override them (CLI options override both).
@@ -207,9 +206,7 @@ def _bad(where: str, why: str, on_bad: str, keep: bool = False) -> None:
 
 def _csv_lines(path: Path) -> list[int]:
     """Line number of each non-empty data row (read_csv returns rows without them)."""
-    reader = csv.reader(text_lines(path))
-    next(reader, None)
-    return [reader.line_num for row in reader if row]
+    return [lineno for lineno, _ in csv_rows(path)]
 
 
 def _import_sudoku(path: Path, kind: str, box, on_bad: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ the target, renamed over it, and removed again if anything fails.
 """
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import sys
@@ -96,6 +97,24 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[object],
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     return path
+
+
+CSV_HEADER = ["source", "question", "answer", "rating"]  # Sudoku-Extreme and Maze-Hard CSV files
+
+
+def csv_rows(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
+    """(line number, 4 fields) for each data row of a puzzle CSV (`source,question,answer,rating`);
+    blank lines skipped, a wrong header or column count a one-line `PuzzleError` naming the line."""
+    rows = csv.reader(text_lines(path))
+    header = next(rows, None)
+    if header is None or [h.strip() for h in header[:4]] != CSV_HEADER:
+        raise PuzzleError(f"{path}:1: expected the header {','.join(CSV_HEADER)}, got {header}")
+    for row in rows:
+        if not row:
+            continue
+        if len(row) != 4:
+            raise PuzzleError(f"{path}:{rows.line_num}: expected 4 columns, got {len(row)}")
+        yield rows.line_num, row
 
 
 def text_lines(path: str | os.PathLike) -> Iterator[str]:

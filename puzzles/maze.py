@@ -8,14 +8,13 @@ S-G path with `o` (S and G keep their tokens). Path length = number of steps fro
 """
 from __future__ import annotations
 
-import csv
 import random
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from puzzles.errors import PuzzleError, text_lines
+from puzzles.errors import PuzzleError, csv_rows
 from puzzles.grid import dihedral, inverse_dihedral
 
 CHARS = "# SGo"
@@ -231,17 +230,9 @@ def invert_augmentation(grid: np.ndarray, t: int) -> np.ndarray:
 def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels) uint8 (N, n, n) token grids from a Maze-Hard CSV (`source,question,answer,rating`)."""
     inputs, labels = [], []
-    rows = csv.reader(text_lines(path))
-    header = next(rows, None)
-    if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
-        raise PuzzleError(f"{path}:1: expected the header source,question,answer,rating, got {header}")
     side = None
-    for row in rows:
-        where = f"{path}:{rows.line_num}"
-        if not row:
-            continue
-        if len(row) != 4:
-            raise PuzzleError(f"{where}: expected 4 columns, got {len(row)}")
+    for lineno, row in csv_rows(path):
+        where = f"{path}:{lineno}"
         for text, out in ((row[1], inputs), (row[2], labels)):
             try:
                 grid = encode(text)

@@ -12,7 +12,6 @@ Solve a file from the command line (one output line per puzzle: the solution, `u
 from __future__ import annotations
 
 import argparse
-import csv
 import random
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from puzzles import sudoku_solver as _solver
-from puzzles.errors import PuzzleError, run_cli, text_lines
+from puzzles.errors import PuzzleError, csv_rows, run_cli, text_lines
 from puzzles.sudoku_aug import (  # noqa: F401  (re-exported API)
     SudokuAug, augment, augmentation_from_array, augmentation_to_array, invert_augmentation,
     random_augmentation,
@@ -235,16 +234,8 @@ def read_csv(path: str | Path, box: tuple[int, int] = (3, 3)) -> tuple[np.ndarra
     r, c = _check_box(box)
     n = r * c
     questions, answers, ratings = [], [], []
-    rows = csv.reader(text_lines(path))
-    header = next(rows, None)
-    if header is None or [h.strip() for h in header[:4]] != ["source", "question", "answer", "rating"]:
-        raise PuzzleError(f"{path}:1: expected the header source,question,answer,rating, got {header}")
-    for row in rows:
-        where = f"{path}:{rows.line_num}"
-        if not row:
-            continue
-        if len(row) != 4:
-            raise PuzzleError(f"{where}: expected 4 columns, got {len(row)}")
+    for lineno, row in csv_rows(path):
+        where = f"{path}:{lineno}"
         for text, out in ((row[1], questions), (row[2], answers)):
             if len(text) != n * n:
                 raise PuzzleError(f"{where}: expected {n * n} cells, got {len(text)}")

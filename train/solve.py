@@ -30,14 +30,13 @@ import torch
 
 from models import HaltingModel, ModelConfig, build_model
 from puzzles import maze, sudoku
-from puzzles.errors import PuzzleError, UserError, atomic_write, run_cli, text_lines
+from puzzles.errors import CSV_HEADER, PuzzleError, UserError, atomic_write, run_cli, text_lines
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .infer import MODES, Engine
 from .setup import System, setup_system
 
 SUDOKU_BOX = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)}
-CSV_HEADER = ["source", "question", "answer", "rating"]
 
 
 def load_model(path: str | os.PathLike, ema: bool | None = None,
