@@ -25,6 +25,11 @@ FORWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LOSSES = ("stablemax", "softmax")
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The `forward_dtype` name of a compute dtype ("float32", "bfloat16"): FORWARD_DTYPES inverted."""
+    return next(name for name, value in FORWARD_DTYPES.items() if value == dtype)
+
+
 @dataclass
 class ModelConfig:
     seq_len: int  # S: tokens per example (81 for 9x9 Sudoku, 900 for ARC)

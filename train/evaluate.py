@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from models import ModelConfig, build_model, load_reference_state_dict
+from models.config import dtype_name
 from puzzles.dataset import Split, grid_spec, load_identifiers, load_split
 from puzzles.errors import PuzzleError, atomic_write, run_cli
 
@@ -321,7 +322,7 @@ def _load(args, ckpt: Path, system_for):
                    if getattr(cfg.arch, f.name) != getattr(stored.arch, f.name)}  # arch.* overrides
         try:
             model_cfg = dataclasses.replace(model_cfg, **changed,
-                                            forward_dtype="bfloat16" if system.dtype == torch.bfloat16 else "float32")
+                                            forward_dtype=dtype_name(system.dtype))
         except ValueError as err:
             raise TrainError(f"arch overrides do not fit the checkpoint's model: {err}") from None
         check_dataset_matches(model_cfg, split)

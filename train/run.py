@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from models import HaltingModel, ModelConfig, build_model
+from models.config import dtype_name
 from puzzles.dataset import Split, families_of, grid_spec, load_split
 from puzzles.errors import PuzzleError, UserError
 
@@ -59,7 +60,7 @@ def model_config_for(arch: ModelConfig, split: Split, dtype: torch.dtype) -> Mod
         return dataclasses.replace(
             arch, seq_len=int(meta["seq_len"]), vocab_size=int(meta["vocab_size"]),
             num_puzzle_identifiers=int(meta.get("num_puzzle_identifiers", 1)),
-            forward_dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
+            forward_dtype=dtype_name(dtype))
     except ValueError as err:
         raise ConfigError(f"arch does not fit dataset {split.root}: {err}") from None
 

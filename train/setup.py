@@ -1,7 +1,8 @@
 """One place that decides where and how a run executes: device, distributed, compile, precision.
 
 `setup_system(cfg)` is called once per run, in this fixed order (device -> distributed -> precision
--> compile: whether compiling pays depends on the dtype), and prints each choice with the reason so a log always says how it ran.
+-> compile, since whether compiling pays depends on the dtype), and prints each choice with the
+reason so a log always says how it ran.
 Nothing else in the project looks at `torch.cuda` or environment variables for these decisions.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from models.config import dtype_name
 from puzzles.errors import UserError
 
 
@@ -74,7 +76,8 @@ _MATMUL_SPEED: dict[tuple, float] = {}
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, width: int) -> float:
-    """GFLOP/s of a (tokens x width) @ (width x 4 width) matmul, the shape of a feed-forward layer.
+    """GFLOP/s of a (tokens x width) @ (width x 4 width) matmul, the shape of a feed-forward layer,
+    on a CPU `device` (timed without synchronisation, which only a CPU allows).
 
     Cached per process. The token count keeps one call near 64 MFLOP, so even a CPU that emulates
     bf16 in software (~1 GFLOP/s, 60x below its float32) answers in a fraction of a second."""
@@ -87,12 +90,8 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, width: int) -> float
         with torch.no_grad():
             a @ b  # warm-up: kernel selection, allocation
             for _ in range(20):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
                 t = time.perf_counter()
                 a @ b
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
                 took = time.perf_counter() - t
                 best, spent = min(best, took), spent + took
                 if spent > 0.05:
@@ -149,7 +148,7 @@ def _compile_default(dev: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
         cxx = next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
         if cxx:
             return True, (f"default on CPU with a C++ compiler ({cxx}): fused kernels beat eager in "
-                          f"{str(dtype).removeprefix('torch.')}; system.compile=off to skip")
+                          f"{dtype_name(dtype)}; system.compile=off to skip")
         return False, "no C++ compiler found for CPU kernels (install g++ or clang to enable)"
     return False, f"off by default on {dev.type}; system.compile=on to try"
 
@@ -187,7 +186,7 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
         flag = torch.tensor([int(dt == torch.bfloat16)])
         dist.broadcast(flag, src=0)
         dt = torch.bfloat16 if flag.item() else torch.float32
-    lines.append(f"precision: {str(dt).removeprefix('torch.')} compute, float32 weights ({dwhy})")
+    lines.append(f"precision: {dtype_name(dt)} compute, float32 weights ({dwhy})")
 
     if compile == "auto":
         use_compile, cwhy = _compile_default(dev, dt)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from models import HaltingModel, ModelConfig, build_model
+from models.config import dtype_name
 from puzzles import maze, sudoku
 from puzzles.errors import CSV_HEADER, PuzzleError, UserError, atomic_write, run_cli, text_lines
 
@@ -39,13 +40,12 @@ from .setup import System, setup_system
 SUDOKU_BOX = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)}
 
 
-def load_model(path: str | os.PathLike, ema: bool | None = None,
-               dtype: torch.dtype | None = None) -> tuple[HaltingModel, dict]:
-    """The model a training checkpoint describes. `ema`: None = the weights its trainer evaluated
-    (the EMA average when the run kept one), True = the EMA average (error if none), False = raw.
-    `dtype`: compute dtype (None = the one it was trained in)."""
+def load_model(path: str | os.PathLike, ema: bool | None = None) -> tuple[HaltingModel, dict]:
+    """The model a training checkpoint describes, in the compute dtype it was trained in. `ema`: None =
+    the weights its trainer evaluated (the EMA average when the run kept one), True = the EMA average
+    (error if none), False = raw."""
     payload = load_checkpoint(path)
-    return _model_from(payload, path, ema, dtype), payload
+    return _model_from(payload, path, ema, None), payload
 
 
 def load_for_inference(path: str | os.PathLike, ema: bool | None = None, device: str = "auto",
@@ -62,7 +62,7 @@ def _model_from(payload: dict, path, ema: bool | None, dtype: torch.dtype | None
     try:
         model_cfg = ModelConfig(**payload["model_config"])
         if dtype is not None:
-            model_cfg = dataclasses.replace(model_cfg, forward_dtype=str(dtype).removeprefix("torch."))
+            model_cfg = dataclasses.replace(model_cfg, forward_dtype=dtype_name(dtype))
         model = build_model(payload["model_name"], model_cfg)
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     count = len(puzzles)
     summary = [f"{count} puzzles in {seconds:.2f} s ({count / max(seconds, 1e-9):.1f} puzzles/s), "
-               f"mode {args.mode}, {engine.slots} slots, {str(system.dtype).removeprefix('torch.')}"]
+               f"mode {args.mode}, {engine.slots} slots, {dtype_name(system.dtype)}"]
     if count:
         valid = np.mean([is_valid(family, n, x, p) for (_, x, _), p in zip(puzzles, result.preds)])
         summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}")
