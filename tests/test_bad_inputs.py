@@ -27,7 +27,7 @@ from train.loop import lock_run_dir, train
 from train.overrides import ConfigError
 from train.run import apply_user_overrides
 
-from .test_infer import write_checkpoint
+from .test_infer import sudoku_ckpt  # noqa: F401  (fixture)
 from .test_train import TINY, _keep_threads, assert_same, build_sudoku, final_state, sudoku_data, tiny_cfg  # noqa: F401
 from .test_train import trained_run  # noqa: F401
 
@@ -423,12 +423,6 @@ def test_os_faults_are_one_line(tmp_path, sudoku_data, trained_run, monkeypatch,
 
 
 # --- train.solve ----------------------------------------------------------------------------------
-@pytest.fixture
-def sudoku_ckpt(tmp_path):
-    path = tmp_path / "s4.pt"
-    return path, write_checkpoint(path, "sudoku")
-
-
 def test_solve_keeps_answers_aligned_with_bad_lines(tmp_path, sudoku_ckpt, capsys):
     ckpt, _ = sudoku_ckpt
     grids, _ = sudoku.generate(6, box=(2, 2), seed=3)
