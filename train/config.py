@@ -203,7 +203,7 @@ def quick(family: str, model: str) -> TrainConfig:
         # bf16 finishes in minutes too (README, Results). Few evaluations: each runs all 8 steps.
         arch = dataclasses.replace(arch, H_cycles=2)
         optim = dataclasses.replace(optim, global_batch_size=32, epochs=56)
-        ev = EvalConfig(interval=20, batch_size=256)
+        ev = dataclasses.replace(ev, batch_size=256)
     if family == "maze":  # 10x10 mazes: 100 cells, ~3x a 6x6 Sudoku per example
         optim = dataclasses.replace(optim, epochs=40)
         ev = dataclasses.replace(ev, interval=10)
