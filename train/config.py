@@ -193,17 +193,30 @@ def quick(family: str, model: str) -> TrainConfig:
     optim = OptimConfig(global_batch_size=128, epochs=80, lr=2e-3, lr_warmup_steps=50,
                         weight_decay=1.0, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=1.0,
                         ema=True, ema_rate=0.99)
-    if model == "hrm":  # 6x6 Sudoku, 625 steps: cell accuracy 0.635 at lr 5e-4 vs 0.591 at 2e-3
+    if model == "hrm":
         optim = dataclasses.replace(optim, lr=5e-4)
     ev = EvalConfig(interval=20)
-    if family == "sudoku" and model == "trm-mlp":
-        # More, smaller updates reach a given accuracy with far fewer examples (batch 64 and 32
-        # beat 128 per example; 16 stalls at this lr), and T=2 is cheaper than T=3 per step and
-        # learns as fast per step: the same accuracy in under half the time, so a CPU without
-        # bf16 finishes in minutes too (README, Results). Few evaluations: each runs all 8 steps.
-        arch = dataclasses.replace(arch, H_cycles=2)
+    if family == "sudoku":
+        # More, smaller updates reach a given accuracy with far fewer examples (batch 32 beats
+        # 128 per example), and T=2 learns as fast per step as T=3 at 2/3 of the cost (README,
+        # Results). Few evaluations: each runs all 8 supervision steps on 500 puzzles.
+        if model in ("trm", "trm-mlp"):
+            arch = dataclasses.replace(arch, H_cycles=2)
         optim = dataclasses.replace(optim, global_batch_size=32, epochs=56)
         ev = dataclasses.replace(ev, batch_size=256)
+        if model != "trm-mlp":
+            # Attention must find rows, columns and boxes itself: absolute row + column vectors
+            # (boxes are a function of them) and 2-D RoPE let it, where 1-D RoPE or 2-D RoPE
+            # alone plateau at ~0.7 cell accuracy (docs/ablation.md). lr 2e-3 diverges with
+            # attention; 7e-4 does not. HRM's step is cheaper, so it gets more of them.
+            # A learned score bias per head (attn_bias=pairwise) adds a little more (0.70 vs
+            # 0.64 exact at step 876), and attention needs more steps than TRM-MLP's 1750.
+            arch = dataclasses.replace(arch, pos_encodings="rope2d+learned2d", attn_bias="pairwise")
+            optim = dataclasses.replace(optim, lr=7e-4, epochs=100 if model == "hrm" else 80)
+        if model == "transformer":
+            # Equal compute to trm per supervision step: 12 blocks forward and backward (~36
+            # block-passes) against trm's 20 forward calls of which 10 are differentiated (~40).
+            arch = dataclasses.replace(arch, L_layers=12)
     if family == "maze":  # 10x10 mazes: 100 cells, ~3x a 6x6 Sudoku per example
         optim = dataclasses.replace(optim, epochs=40)
         ev = dataclasses.replace(ev, interval=10)
