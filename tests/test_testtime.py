@@ -17,7 +17,9 @@ from train.infer import Answer, Engine
 from train.solve import main as solve_main
 from train.trajectories import (Samples, check_options, identity, random_frame, rule_hits, sample, select)
 
+from .test_evaluate import arc_data  # noqa: F401
 from .test_infer import one_thread, puzzles, sudoku_ckpt, tiny_model  # noqa: F401
+from .test_train import _keep_threads, sudoku_data, trained_run  # noqa: F401
 
 BOX = (2, 2)  # the tiny model's 16-cell puzzles are 4x4 Sudoku: vocab 6 = pad, blank, digits 1..4
 INFO = {"box": BOX}
@@ -232,3 +234,35 @@ def test_cli_samples_and_its_refusals(tmp_path, sudoku_ckpt, capsys):
         assert run_cli(solve_main, [str(ckpt), str(src), *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+# --- train.evaluate ----------------------------------------------------------------------------
+
+def test_evaluate_cli_reports_every_rule(trained_run, tmp_path, capsys):
+    from train.evaluate import main as evaluate_main
+
+    def metrics(out: str, *flags: str) -> dict:
+        assert run_cli(evaluate_main, [str(trained_run), "--out", str(tmp_path / out), *flags]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return {ln.split()[0]: float(ln.split()[1]) for ln in lines if len(ln.split()) == 2 and ln[:1] == " "}
+
+    one = metrics("one", "--mode", "continuous")
+    many = metrics("many", "--samples", "3", "--select", "confidence", "--diversity", "both", "--noise", "0.5")
+    assert many["exact_single"] == pytest.approx(one["exact_accuracy"])  # trajectory 0 is the plain pass
+    assert many["exact_accuracy"] == pytest.approx(many["exact_confidence"])  # the chosen rule's answers
+    assert many["exact_any"] >= max(many[f"exact_{r}"] for r in ("vote", "confidence", "first_halt", "checked"))
+    assert many["steps_all"] == pytest.approx(3 * one["steps"], rel=0.5)
+    assert run_cli(evaluate_main, [str(trained_run), "--out", str(tmp_path / "bad"), "--samples", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--samples must be an integer >= 1" in err and err.count("\n") == 1
+
+
+def test_checked_and_augmentation_need_a_checkable_family(arc_data):
+    from puzzles.dataset import load_split
+    from train.evaluate import evaluate_split
+    from train.run import TrainError
+    split = load_split(arc_data, "test")
+    for cfg, message in ((EvalConfig(samples=2, diversity="noise", select="checked"), "checked needs a puzzle checker"),
+                         (EvalConfig(samples=2, diversity="aug"), "use noise for arc")):
+        with pytest.raises(TrainError, match=message):  # before any model work: the model is never touched
+            evaluate_split(None, split, cfg, None, arc_data, None, 4)

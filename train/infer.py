@@ -24,6 +24,8 @@ on a CPU, where cost grows with rows, that makes the queue's tail and the halted
 whole batch free; on a GPU, pass `compile=True` or `pack=False` to keep one static shape.
 `iter_solve` is the streaming form: it takes any iterable of puzzles and yields `Answer`s in the
 order they finish. Benchmark: `python -m bench.inference`; tests: tests/test_infer.py.
+Several trajectories per puzzle (augmentations, `noise` on the latent, a rule to pick one answer)
+are queue items like any other: train/trajectories.py.
 """
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ class Engine:
         return halt | self.model.wants_halt(q_halt, q_continue, self.threshold)
 
     @torch.inference_mode()
-    def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple[np.ndarray, int]],
+    def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple],
             batch_hint: int | None = None) -> Iterator[Answer]:
         """Yield an `Answer` per puzzle as it finishes. Items are (S,) token arrays,
         (tokens, puzzle_identifier) pairs or (tokens, puzzle_identifier, noise_key) triples;

@@ -36,7 +36,7 @@ from .infer import Engine
 DIVERSITY = ("aug", "noise", "both")
 RULES = ("vote", "confidence", "first-halt", "checked")
 PURE_RULES = ("vote", "confidence", "first-halt")  # the model's own choice; "checked" uses the rules
-NOISE = 0.2  # default latent noise scale (the latent is RMS-normed: about 1 per element)
+NOISE = 1.0  # default latent noise scale (the latent is RMS-normed: about 1 per element)
 _FRAME, _NOISE = 0, 1  # stream tags: a trajectory's augmentation draw and its noise never share a seed
 
 Checker = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (inputs (M, S), preds (M, S)) -> ok (M,)
