@@ -266,3 +266,25 @@ def test_checked_and_augmentation_need_a_checkable_family(arc_data):
                          (EvalConfig(samples=2, diversity="aug"), "use noise for arc")):
         with pytest.raises(TrainError, match=message):  # before any model work: the model is never touched
             evaluate_split(None, split, cfg, None, arc_data, None, 4)
+
+
+def test_bench_sampling_table_and_derive(tmp_path, sudoku_ckpt, sudoku_data, capsys):
+    import json
+    from bench.inference import main as bench_main
+    ckpt, _ = sudoku_ckpt
+    args = ["--checkpoint", str(ckpt), "--data", str(sudoku_data), "--skip-modes", "--samples", "1,3",
+            "--diversity", "aug,both", "--noise", "0.5", "--max-examples", "6", "--dtype", "float32", "--threads", "1"]
+    tables = {}
+    for name, extra in (("each", []), ("derived", ["--derive"])):
+        assert run_cli(bench_main, [*args, *extra, "--json", str(tmp_path / f"{name}.json")]) == 0
+        tables[name] = json.loads((tmp_path / f"{name}.json").read_text())["sampling"]
+    key = lambda r: (r["diversity"], r["samples"])  # noqa: E731
+    each, derived = sorted(tables["each"], key=key), sorted(tables["derived"], key=key)
+    assert [key(r) for r in each] == [("aug", 1), ("aug", 3), ("both", 1), ("both", 3)] == [key(r) for r in derived]
+    for a, b in zip(each, derived):  # K=1 scored on the K=3 run's first trajectory: the same answers
+        assert {k: v for k, v in a.items() if k.startswith("exact_")} == {k: v for k, v in b.items() if k.startswith("exact_")}
+    assert all(r["steps_per_puzzle"] > 0 and r["puzzles_per_s"] > 0 for r in each)
+    assert "| both | 3 |" in capsys.readouterr().out
+    assert run_cli(bench_main, [*args, "--samples", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--samples must be an integer >= 1" in err and err.count("\n") == 1
