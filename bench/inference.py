@@ -85,11 +85,11 @@ def sampling_table(model, inputs: np.ndarray, labels: np.ndarray, ids: np.ndarra
             hits = rule_hits(s, labels, 0, inputs, checker)
             row = {"diversity": d, "samples": k, "puzzles_per_s": speed,
                    "steps_per_puzzle": float(s.steps.sum(1).mean())} | {
-                       f"exact_{r}": float(v.mean()) for r, v in hits.items()}
+                       f"exact_{r.replace('-', '_')}": float(v.mean()) for r, v in hits.items()}
             out.append(row)
+            cells = [f"{100 * row['exact_' + r.replace('-', '_')]:.1f}%" for r in ("single", *rules, "any")]
             print(f"| {d} | {k} | {'-' if math.isnan(speed) else f'{speed:.1f}'} | {row['steps_per_puzzle']:.2f} | "
-                  f"{100 * row['exact_single']:.1f}% | " + " | ".join(f"{100 * row[f'exact_{r}']:.1f}%" for r in rules)
-                  + f" | {100 * row['exact_any']:.1f}% |", flush=True)
+                  + " | ".join(cells) + " |", flush=True)
     return out
 
 
