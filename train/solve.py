@@ -284,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        f"{f', noise {args.noise:g}' if args.diversity != 'aug' else ''}), select {args.select}")
     if count:
         valid = np.mean([is_valid(family, n, x, p) for (_, x, _), p in zip(puzzles, result.preds)])
-        summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}"
-                       + (" (all trajectories of a puzzle)" if args.samples > 1 else ""))
+        summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}" if args.samples == 1 else
+                       f"mean steps {result.steps.mean():.2f} per puzzle ({args.samples} trajectories of at most "
+                       f"{engine.max_steps})")
         summary.append(f"valid {100 * valid:.1f}%")
         labelled = [(y, p) for (_, _, y), p in zip(puzzles, result.preds) if y is not None]
         if labelled:
