@@ -1,8 +1,9 @@
 """Think more at test time: K trajectories per puzzle through the slot engine, then one answer.
 
-    engine = Engine(model, noise=0.2)                       # train/infer.py; noise only for "noise"/"both"
+    engine = Engine(model, noise=1.0)                       # train/infer.py; noise only for "noise"/"both"
     s = sample(engine, inputs, ids, k=8, diversity="aug", family="sudoku", info={"box": (2, 3)})
-    chosen = select(s, "vote")                             # (N, S) answers in the puzzles' own frame
+    pick = select(s, "vote")                               # (N,) trajectory chosen per puzzle
+    answers = chosen(s, pick).preds[:, 0]                  # (N, S) in the puzzles' own frame
 
 Trajectory t of puzzle i is one more item in the engine's queue, so all N*K share the slot pool and
 each halts on its own. Trajectory 0 is always the plain pass (no augmentation, no noise): K = 1 is
