@@ -110,11 +110,16 @@ class HaltingModel(nn.Module):
         return logits, q[:, 0], q[:, 1]
 
     def step(self, carry: Carry, batch: Batch, adaptive: bool | None = None,
-             ) -> tuple[Carry, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One supervision step: reset halted rows, recurse, decide halting. No loss."""
+             noise: torch.Tensor | None = None) -> tuple[Carry, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One supervision step: reset halted rows, recurse, decide halting. No loss.
+
+        `noise` (inference only, off by default): a (B, P+S, D) tensor added to the latent z_L
+        before this step's recursion, so one puzzle can follow several trajectories
+        (train/trajectories.py); with None the step is exactly the noiseless one."""
         cfg = self.config
         carry = self.reset(carry, batch)
-        z_H, z_L = self.think(carry.z_H, carry.z_L, self.embed(carry.current_data))
+        z_L = carry.z_L if noise is None else carry.z_L + noise.to(carry.z_L.dtype)
+        z_H, z_L = self.think(carry.z_H, z_L, self.embed(carry.current_data))
         logits, q_halt, q_continue = self.heads(z_H)
         with torch.no_grad():
             steps = carry.steps + 1

@@ -92,6 +92,16 @@ def invert_augmentation(grid: np.ndarray, aug: SudokuAug) -> np.ndarray:
     return np.ascontiguousarray(g)
 
 
+def cell_order(aug: SudokuAug) -> np.ndarray:
+    """Flat cell indices `idx` with `augment(g, aug).ravel() == aug.digit_map[g.ravel()[idx]]`: the
+    spatial part of `aug` alone, to move tokens that are not digits (padding, a model's guesses)."""
+    n = aug.box[0] * aug.box[1]
+    cells = np.arange(n * n).reshape(n, n)
+    if aug.transpose:
+        cells = cells.T
+    return np.ascontiguousarray(cells[aug.row_order][:, aug.col_order]).ravel()
+
+
 def augmentation_to_array(aug: SudokuAug) -> np.ndarray:
     """Flat int64 array: [transpose, digit_map[1:], band_perm, row_perms, stack_perm, col_perms]."""
     return np.concatenate([

@@ -13,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 from models import ModelConfig
+
+from .trajectories import NOISE, check_options
 
 FAMILIES = ("sudoku", "maze", "arc")
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer")
@@ -86,6 +88,13 @@ class EvalConfig:
     threshold: float = 0.0  # adaptive/continuous: halt at sigmoid(q_halt) >= threshold; 0 = the model's rule
     max_examples: int = 0  # > 0 evaluates only the first N examples of the split (quick looks)
     save_predictions: int = 512  # rows of predictions.npz kept for pictures and reports
+    # Test-time sampling (train/trajectories.py): K trajectories per puzzle through the slot engine,
+    # one answer chosen; 1 = one pass. "checked" is reported apart from the model's own rules.
+    samples: int = 1
+    diversity: Literal["aug", "noise", "both"] = "aug"  # aug: puzzle symmetries; noise: on the latent
+    select: Literal["vote", "confidence", "first-halt", "checked"] = "vote"
+    noise: float = NOISE  # latent noise scale for diversity noise|both
+    seed: int = 0  # seed of the augmentations and the noise
 
     def __post_init__(self):
         if self.mode not in ("fixed", "adaptive", "continuous"):
@@ -96,6 +105,10 @@ class EvalConfig:
             raise ValueError("eval.threshold needs eval.mode adaptive or continuous (fixed runs every step)")
         if self.interval < 0 or self.batch_size < 0 or self.max_examples < 0 or self.save_predictions < 0:
             raise ValueError("eval.interval, eval.batch_size, eval.max_examples and eval.save_predictions must be >= 0")
+        try:
+            check_options(self.samples, self.diversity, self.noise, self.select)
+        except ValueError as err:
+            raise ValueError(f"eval.{err}") from None
 
 
 @dataclass

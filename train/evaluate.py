@@ -43,6 +43,7 @@ from .overrides import ConfigError, config_from_dict
 from .run import (CHECKPOINT, TrainError, apply_user_overrides, check_dataset_matches, check_family,
                   config_from_checkpoint, data_dir_of, model_config_for)
 from .setup import setup_system, teardown_system
+from .trajectories import DIVERSITY, RULES, check_options
 
 IGNORE = -100
 
@@ -166,13 +167,18 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
                    batch_size: int) -> dict[str, float]:
     """Evaluate, reduce across ranks, write predictions (rank 0); returns the metrics (means)."""
     family, info = family_of(split.meta)
-    if cfg.mode == "continuous":
-        res = run_continuous(model, split, batch_size, system, cfg.max_examples, cfg.save_predictions, cfg.threshold)
+    try:
+        check_options(cfg.samples, cfg.diversity, cfg.noise, cfg.select, family)
+    except ValueError as err:
+        raise TrainError(f"eval.{err}") from None
+    if cfg.mode == "continuous" or cfg.samples > 1:
+        res = run_continuous(model, split, batch_size, system, cfg.max_examples, cfg.save_predictions, cfg.threshold,
+                             sampling=cfg if cfg.samples > 1 else None, family_info=(family, info))
     else:
         res = run_batches(model, split, batch_size, system.device, adaptive=cfg.mode == "adaptive",
                           max_examples=cfg.max_examples, keep_steps=cfg.save_predictions,
                           rank=system.rank, world_size=system.world_size, threshold=cfg.threshold)
-    sums = score(res, family, info)
+    sums = score(res, family, info) | res.pop("sample_sums", {})
     names = sorted(sums)
     if system.distributed:
         t = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=system.device)
@@ -189,24 +195,44 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
 
 
 def run_continuous(model, split: Split, batch_size: int, system, max_examples: int = 0,
-                   keep_steps: int = 0, threshold: float = 0.0) -> dict:
+                   keep_steps: int = 0, threshold: float = 0.0, sampling: EvalConfig | None = None,
+                   family_info: tuple[str, dict] = ("unknown", {})) -> dict:
     """`run_batches`' result computed by the slot engine (train/infer.py): adaptive halting, and a
     halted puzzle's slot refilled at once. Per-step records (for pictures) come from an adaptive
-    batch run over the first `keep_steps` examples, which gives the same numbers per puzzle."""
+    batch run over the first `keep_steps` examples, which gives the same numbers per puzzle.
+    With `sampling` (eval.samples > 1) each puzzle runs eval.samples trajectories in eval.mode
+    (train/trajectories.py): the answer is eval.select's, and `sample_sums` holds the exact counts
+    of every rule (exact_single, exact_vote, ..., exact_checked apart, exact_any = an oracle) and
+    the steps of all trajectories (steps_all, the compute). Pictures show the single pass."""
     from puzzles.loader import IGNORE_LABEL_ID
-    from .infer import Engine
+    from .infer import Engine, SolveResult
+    from .trajectories import chosen, rule_hits, sample, select
     n = min(len(split), max_examples) if max_examples else len(split)
     local = batch_size // system.world_size
     rows = np.arange(n)
     rows = rows[(rows % batch_size) // local == system.rank]  # the rows eval_batches gives this rank
     inputs, labels = split.examples(rows)
     ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))[rows]
-    out = Engine(model, mode="continuous", slots=local, device=system.device,
-                 threshold=threshold or None).solve(inputs, ids)
-    res = {"index": rows.astype(np.int64), "inputs": inputs,
-           "labels": np.where(labels == int(split.meta.get("ignore_label_id", 0)), IGNORE_LABEL_ID, labels),
+    labels = np.where(labels == int(split.meta.get("ignore_label_id", 0)), IGNORE_LABEL_ID, labels)
+    mode = sampling.mode if sampling is not None else "continuous"
+    noise = sampling.noise if sampling is not None and sampling.diversity != "aug" else 0.0
+    engine = Engine(model, mode=mode, slots=local, device=system.device, threshold=threshold or None, noise=noise)
+    sums = {}
+    if sampling is None:
+        out = engine.solve(inputs, ids)
+    else:
+        family, info = family_info
+        s = sample(engine, inputs, ids, sampling.samples, sampling.diversity, family, info, sampling.seed,
+                   keys=rows)  # seeded by the example's index in the split: the same on any number of ranks
+        checker = (lambda x, p: _valid_solutions(family, info, x, p)) if family in ("sudoku", "maze") else None
+        hits = rule_hits(s, labels, IGNORE_LABEL_ID, inputs, checker)
+        sums = {f"exact_{k.replace('-', '_')}": float(v.sum()) for k, v in hits.items()}
+        sums["steps_all"] = float(s.steps.sum())
+        out = chosen(s, select(s, sampling.select, inputs, checker))
+        out = SolveResult(out.preds[:, 0], out.steps[:, 0], out.q_halt_prob[:, 0], out.q_halt_logit[:, 0])
+    res = {"index": rows.astype(np.int64), "inputs": inputs, "labels": labels,
            "preds": out.preds, "q_halt": out.q_halt_logit, "steps": out.steps, "halt_steps": out.steps,
-           "puzzle_identifiers": ids}
+           "puzzle_identifiers": ids, "sample_sums": sums}
     first = run_batches(model, split, batch_size, system.device, adaptive=True,
                         max_examples=max(1, min(n, keep_steps)), keep_steps=keep_steps,
                         rank=system.rank, world_size=system.world_size, threshold=threshold)
@@ -284,6 +310,12 @@ def _parser() -> argparse.ArgumentParser:
                    "slots refilled at once (train/infer.py) (default: the run's eval.mode)")
     p.add_argument("--threshold", type=float, help="adaptive/continuous: halt once sigmoid(q_halt) >= THRESHOLD "
                    "(default: the run's eval.threshold; 0 = the model's own rule)")
+    p.add_argument("--samples", type=int, metavar="K", help="trajectories per puzzle, one answer chosen by --select "
+                   "(train/trajectories.py; default: the run's eval.samples, 1 = one pass)")
+    p.add_argument("--diversity", choices=DIVERSITY, help="aug (puzzle symmetries), noise (on the latent), both")
+    p.add_argument("--select", choices=RULES, help="vote | confidence | first-halt | checked (Sudoku/maze only)")
+    p.add_argument("--noise", type=float, help="latent noise scale for --diversity noise|both")
+    p.add_argument("--seed", type=int, help="seed of the augmentations and the noise")
     p.add_argument("--out", help="output directory (default RUN/eval/SPLIT)")
     p.add_argument("--force", action="store_true", help="replace predictions already in --out")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights of a run trained with EMA")
@@ -380,15 +412,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (out / "predictions.npz").exists() and not args.force:  # the run's own evaluation included
             raise TrainError(f"{out} already holds predictions; pass --force to replace them, or --out DIR")
         try:
+            flags = {k: getattr(args, k) for k in ("samples", "diversity", "select", "noise", "seed")}
             cfg.eval = dataclasses.replace(cfg.eval, mode=args.mode or cfg.eval.mode, threshold=cfg.eval.threshold
-                                           if args.threshold is None else args.threshold)
+                                           if args.threshold is None else args.threshold,
+                                           **{k: v for k, v in flags.items() if v is not None})
+            check_options(cfg.eval.samples, cfg.eval.diversity, cfg.eval.noise, cfg.eval.select,
+                          family_of(split.meta)[0])
         except ValueError as err:
-            raise TrainError(str(err).replace("eval.mode", "--mode").replace("eval.threshold", "--threshold")) from None
+            msg = str(err).replace("eval.mode", "--mode").replace("eval.threshold", "--threshold")
+            for k in flags:
+                msg = msg.replace(f"eval.{k}", f"--{k}")
+            raise TrainError(msg if msg.startswith("--") else f"--{msg}") from None
         n = min(len(split), cfg.eval.max_examples or len(split))
         if system.is_main:
             note = f" (eval.max_examples={cfg.eval.max_examples}; eval.max_examples=0 for all)" if n < len(split) else ""
             print(f"evaluating {cfg.model} on {n} of {len(split)} examples of {split.root}/{split.name}, "
-                  f"{cfg.eval.mode} mode{f', threshold {cfg.eval.threshold:g}' if cfg.eval.threshold else ''}{note}",
+                  f"{cfg.eval.mode} mode{f', threshold {cfg.eval.threshold:g}' if cfg.eval.threshold else ''}{note}"
+                  + (f", {cfg.eval.samples} trajectories per puzzle ({cfg.eval.diversity}), select {cfg.eval.select}"
+                     if cfg.eval.samples > 1 else ""),
                   flush=True)
         metrics = evaluate_split(model, split, cfg.eval, system, split.root, out_dir=out,
                                  batch_size=cfg.eval.batch_size or cfg.optim.global_batch_size)

@@ -24,6 +24,8 @@ on a CPU, where cost grows with rows, that makes the queue's tail and the halted
 whole batch free; on a GPU, pass `compile=True` or `pack=False` to keep one static shape.
 `iter_solve` is the streaming form: it takes any iterable of puzzles and yields `Answer`s in the
 order they finish. Benchmark: `python -m bench.inference`; tests: tests/test_infer.py.
+Several trajectories per puzzle (augmentations, `noise` on the latent, a rule to pick one answer)
+are queue items like any other: train/trajectories.py.
 """
 from __future__ import annotations
 
@@ -60,13 +62,14 @@ class Answer:
 
 
 def _advance(model: HaltingModel, z_H: torch.Tensor, z_L: torch.Tensor, steps: torch.Tensor,
-             fresh: torch.Tensor, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor):
+             fresh: torch.Tensor, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
+             noise: torch.Tensor | None = None):
     """One supervision step for every slot; `fresh` rows restart from the initial states.
     Tensors in and out only, so `torch.compile` sees one graph with static shapes."""
     data = {"inputs": inputs, "puzzle_identifiers": puzzle_identifiers}
     carry = Carry(z_H=z_H, z_L=z_L, steps=steps, halted=fresh, current_data=data)
     # adaptive=False: the wrapper then halts only at halt_max_steps; the engine decides itself.
-    carry, logits, q_halt, q_continue = model.step(carry, data, adaptive=False)
+    carry, logits, q_halt, q_continue = model.step(carry, data, adaptive=False, noise=noise)
     return carry.z_H, carry.z_L, carry.steps, logits.argmax(-1).to(torch.int32), q_halt, q_continue
 
 
@@ -75,7 +78,8 @@ class Engine:
 
     def __init__(self, model: HaltingModel, mode: str = "continuous", slots: int = 128,
                  max_steps: int | None = None, threshold: float | None = None,
-                 device: str | torch.device | None = None, compile: bool = False, pack: bool | None = None):
+                 device: str | torch.device | None = None, compile: bool = False, pack: bool | None = None,
+                 noise: float = 0.0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
@@ -88,7 +92,9 @@ class Engine:
                 raise ValueError("threshold has no effect in fixed mode (every puzzle runs max_steps)")
             if not 0.0 < threshold <= 1.0:
                 raise ValueError(f"threshold must be a probability in (0, 1], got {threshold!r}")
-        self.model, self.mode, self.slots, self.threshold = model, mode, slots, threshold
+        if not noise >= 0.0 or noise == float("inf"):
+            raise ValueError(f"noise must be a finite scale >= 0, got {noise!r}")
+        self.model, self.mode, self.slots, self.threshold, self.noise = model, mode, slots, threshold, noise
         self.max_steps = max_steps or model.config.halt_max_steps
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         model.to(self.device).eval()
@@ -106,11 +112,14 @@ class Engine:
         return halt | self.model.wants_halt(q_halt, q_continue, self.threshold)
 
     @torch.inference_mode()
-    def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple[np.ndarray, int]],
+    def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple],
             batch_hint: int | None = None) -> Iterator[Answer]:
-        """Yield an `Answer` per puzzle as it finishes. Items are (S,) token arrays or
-        (tokens, puzzle_identifier) pairs; `batch_hint` (the number of puzzles, when known) only
-        shrinks the slot count for inputs smaller than it."""
+        """Yield an `Answer` per puzzle as it finishes. Items are (S,) token arrays,
+        (tokens, puzzle_identifier) pairs or (tokens, puzzle_identifier, noise_key) triples;
+        `batch_hint` (the number of puzzles, when known) only shrinks the slot count for inputs
+        smaller than it. A `noise_key` (a tuple of ints, or None for no noise) names the item's
+        noise stream: with `noise` > 0 its latent gets `noise` * N(0, 1) at every step, drawn from
+        a generator seeded by (key, step), so the answer never depends on the slot it ran in."""
         cfg, dev = self.model.config, self.device
         B = self.slots if batch_hint is None else max(1, min(self.slots, batch_hint))
         queue = enumerate(puzzles)
@@ -121,6 +130,8 @@ class Engine:
         inputs = torch.zeros(B, cfg.seq_len, dtype=torch.int32, device=dev)
         pids = torch.zeros(B, dtype=torch.int32, device=dev)
         owner = np.full(B, -1, dtype=np.int64)  # puzzle index in each slot, -1 = empty
+        keys: list = [None] * B  # noise stream of each slot's puzzle (None: noiseless)
+        taken_steps = np.zeros(B, dtype=np.int64)  # host copy of `steps`, to seed the noise
         drained = False
         while True:
             free = np.flatnonzero(owner < 0)
@@ -137,6 +148,9 @@ class Engine:
                     pids[idx] = torch.from_numpy(new_ids).to(dev)
                     owner[slot] = [i for i, _ in taken]
                     fresh[slot] = True
+                    taken_steps[slot] = 0
+                    for s, (_, item) in zip(slot, taken):
+                        keys[s] = item[2] if isinstance(item, tuple) and len(item) > 2 else None
             busy = owner >= 0
             if not busy.any():
                 return
@@ -144,13 +158,16 @@ class Engine:
             if self.pack and not busy.all():  # eager: compute the occupied slots only
                 rows = torch.from_numpy(np.flatnonzero(busy)).to(dev)
                 z_H[rows], z_L[rows], steps[rows], preds, q_halt, q_continue = self._step(
-                    z_H[rows], z_L[rows], steps[rows], torch.from_numpy(fresh[busy]).to(dev), inputs[rows], pids[rows])
+                    z_H[rows], z_L[rows], steps[rows], torch.from_numpy(fresh[busy]).to(dev), inputs[rows], pids[rows],
+                    self._noise(np.flatnonzero(busy), keys, taken_steps))
                 halt = self._halts(steps[rows], q_halt, q_continue)
             else:  # static shape: every slot runs; empty ones restart each step and are dropped
                 rows = torch.arange(B, device=dev)
                 z_H, z_L, steps, preds, q_halt, q_continue = self._step(
-                    z_H, z_L, steps, torch.from_numpy(fresh | ~busy).to(dev), inputs, pids)
+                    z_H, z_L, steps, torch.from_numpy(fresh | ~busy).to(dev), inputs, pids,
+                    self._noise(np.flatnonzero(busy), keys, taken_steps, B))
                 halt = self._halts(steps, q_halt, q_continue) & torch.from_numpy(busy).to(dev)
+            taken_steps[busy] += 1
             done = torch.nonzero(halt).squeeze(-1)  # positions within `rows`
             if done.numel() == 0:
                 continue
@@ -163,9 +180,23 @@ class Engine:
                 yield Answer(int(owner[s]), out_preds[j], int(out_steps[j]), float(out_prob[j]), float(out_q[j]))
             owner[slots_done] = -1
 
+    def _noise(self, slots: np.ndarray, keys: list, taken_steps: np.ndarray,
+               rows: int | None = None) -> torch.Tensor | None:
+        """Latent noise for the rows computed this step (`slots`, or all `rows` slots of a static
+        step); None when no running puzzle asks for noise, so noiseless runs stay bit-for-bit."""
+        if not self.noise or all(keys[s] is None for s in slots):
+            return None
+        cfg = self.model.config
+        out = np.zeros((len(slots) if rows is None else rows, cfg.total_len, cfg.hidden_size), dtype=np.float32)
+        for j, s in enumerate(slots):
+            if keys[s] is not None:
+                rng = np.random.default_rng([*keys[s], int(taken_steps[s])])
+                out[j if rows is None else s] = rng.standard_normal(out.shape[1:], dtype=np.float32)
+        return torch.from_numpy(out * np.float32(self.noise)).to(self.device)
+
     def _rows(self, items: list) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.model.config
-        pairs = [it if isinstance(it, tuple) else (it, 0) for it in items]
+        pairs = [(it[0], it[1]) if isinstance(it, tuple) else (it, 0) for it in items]
         rows = np.stack([np.asarray(x) for x, _ in pairs]).astype(np.int32)
         ids = np.array([int(p) for _, p in pairs], dtype=np.int32)
         if rows.ndim != 2 or rows.shape[1] != cfg.seq_len:

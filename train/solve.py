@@ -34,8 +34,9 @@ from puzzles import maze, sudoku
 from puzzles.errors import CSV_HEADER, PuzzleError, UserError, atomic_write, run_cli, text_lines
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
-from .infer import MODES, Engine
+from .infer import MODES, Engine, SolveResult
 from .setup import System, setup_system
+from .trajectories import DIVERSITY, NOISE, RULES, check_options, sample, select
 
 SUDOKU_BOX = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)}
 
@@ -184,6 +185,16 @@ def parser() -> argparse.ArgumentParser:
                    help="halt when sigmoid(q_halt) >= P instead of the model's own rule")
     p.add_argument("--max-steps", type=int, default=None,
                    help="supervision steps at most (default: the model's halt_max_steps)")
+    p.add_argument("--samples", type=int, default=1, metavar="K",
+                   help="trajectories per puzzle; one answer is chosen by --select (default 1: one pass)")
+    p.add_argument("--diversity", choices=DIVERSITY, default="aug",
+                   help="how trajectories differ: aug (a random symmetry of the puzzle, answer mapped back), "
+                        "noise (Gaussian noise on the latent every step), both (default aug)")
+    p.add_argument("--select", choices=RULES, default="vote",
+                   help="vote (most frequent answer), confidence (highest halting probability), first-halt "
+                        "(fewest steps), checked (prefer answers that obey the puzzle's rules) (default vote)")
+    p.add_argument("--noise", type=float, default=NOISE, help=f"noise scale for --diversity noise|both (default {NOISE})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmentations and noise (default 0)")
     p.add_argument("--out", help="write the answers here instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--no-ema", action="store_true",
@@ -207,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--threshold must be a probability in (0, 1], got {args.threshold}")
     if args.threshold is not None and args.mode == "fixed":
         raise UserError("--threshold has no effect with --mode fixed")
+    try:
+        check_options(args.samples, args.diversity, args.noise, args.select)
+    except ValueError as err:
+        raise UserError(f"--{err}") from None
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else None
@@ -236,10 +251,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(next(line for line in system.lines if line.startswith("precision")), file=sys.stderr, flush=True)
     engine = Engine(model, mode=args.mode, slots=args.slots, max_steps=args.max_steps,
-                    threshold=args.threshold, device=system.device, compile=args.compile)
+                    threshold=args.threshold, device=system.device, compile=args.compile,
+                    noise=args.noise if args.diversity != "aug" else 0.0)
     inputs = np.stack([x for _, x, _ in puzzles]) if puzzles else np.zeros((0, model.config.seq_len), np.int32)
     start = time.perf_counter()
-    result = engine.solve(inputs)
+    if args.samples == 1:
+        result = engine.solve(inputs)
+    else:
+        info = {"box": SUDOKU_BOX[n]} if family == "sudoku" else {}
+        s = sample(engine, inputs, None, args.samples, args.diversity, family, info, seed=args.seed)
+        checker = lambda xs, ps: np.array([is_valid(family, n, x, p) for x, p in zip(xs, ps)], dtype=bool)  # noqa: E731
+        choice = select(s, args.select, inputs, checker)
+        rows = np.arange(len(inputs))
+        result = SolveResult(s.preds[rows, choice], s.steps.sum(1), s.q_halt_prob[rows, choice],
+                             s.q_halt_logit[rows, choice])
     seconds = time.perf_counter() - start
     # One line per input line: answers in place, a marked placeholder for each bad line.
     lines = copied | {lineno: f"error: {message}" for lineno, message in errors}
@@ -254,9 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     count = len(puzzles)
     summary = [f"{count} puzzles in {seconds:.2f} s ({count / max(seconds, 1e-9):.1f} puzzles/s), "
                f"mode {args.mode}, {engine.slots} slots, {dtype_name(system.dtype)}"]
+    if args.samples > 1:
+        summary.append(f"{args.samples} trajectories per puzzle ({args.diversity}"
+                       f"{f', noise {args.noise:g}' if args.diversity != 'aug' else ''}), select {args.select}")
     if count:
         valid = np.mean([is_valid(family, n, x, p) for (_, x, _), p in zip(puzzles, result.preds)])
-        summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}")
+        summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}" if args.samples == 1 else
+                       f"mean steps {result.steps.mean():.2f} per puzzle ({args.samples} trajectories of at most "
+                       f"{engine.max_steps})")
         summary.append(f"valid {100 * valid:.1f}%")
         labelled = [(y, p) for (_, _, y), p in zip(puzzles, result.preds) if y is not None]
         if labelled:
