@@ -26,6 +26,7 @@ from .hrm import HRMCore
 from .transformer import TransformerCore
 from .trm import TRMCore
 from .lora import RRTCore
+from .mor import MoRCore
 from .ut import UTCore
 
 
@@ -62,6 +63,10 @@ def build_rrt(config: ModelConfig) -> HaltingModel:
     return HaltingModel(_resolve(config, RRTCore), RRTCore)
 
 
+def build_mor(config: ModelConfig) -> HaltingModel:
+    return HaltingModel(_resolve(config, MoRCore), MoRCore)
+
+
 MODELS: dict[str, Callable[[ModelConfig], HaltingModel]] = {
     "hrm": build_hrm,
     "trm": build_trm,
@@ -69,6 +74,7 @@ MODELS: dict[str, Callable[[ModelConfig], HaltingModel]] = {
     "transformer": build_transformer,
     "ut": build_ut,
     "rrt": build_rrt,
+    "mor": build_mor,
 }
 
 
