@@ -24,7 +24,7 @@ Configs (batch 64, 81 cells + a 16-position prefix holding a puzzle vector of hi
     D  TRM at paper size: hidden 512, 8 heads, batch 32
     Q, QT, QH  the CPU quick preset's shapes: 6x6 Sudoku (36 cells, vocab 8), batch 128, hidden 128, no
        prefix, halt_max_steps 8; Q trm-mlp H3 L4, QT trm (attention + RoPE) H3 L4, QH hrm as C
-    QU, QR, QM  the recursion variants at QT's shapes: ut (T_max 15), rrt (rank 8), mor (expert, 1/3);
+    QU, QR, QM  the recursion variants at QT's shapes: ut (T_max 8), rrt (rank 8), mor (expert, 1/3);
        their GFLOP are effective (cells updated, from the steps' mean_* statistics; docs/variants.md)
 """
 from __future__ import annotations
@@ -82,9 +82,9 @@ CONFIGS = {
                                         puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
     "QH": BenchConfig("hrm", 128, _arch(H_layers=2, L_layers=2, H_cycles=2, L_cycles=2, pos_encodings="rope",
                                         puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
-    # The recursion variants at the QT shapes (docs/variants.md): ut with T_max = QT's 15 net calls,
+    # The recursion variants at the QT shapes (docs/variants.md): ut with T_max 8 (QT's FLOPs),
     # rrt rank 8, mor expert choice with capacities 1, 2/3, 1/3.
-    "QU": BenchConfig("ut", 128, _arch(L_layers=2, ut_max_steps=15, pos_encodings="rope", puzzle_emb_ndim=0,
+    "QU": BenchConfig("ut", 128, _arch(L_layers=2, ut_max_steps=8, pos_encodings="rope", puzzle_emb_ndim=0,
                                        halt_max_steps=8), seq_len=36, vocab_size=8),
     "QR": BenchConfig("rrt", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="rope",
                                         puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
