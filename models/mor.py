@@ -163,7 +163,9 @@ class MoRCore(nn.Module):
             aux["router_loss"] = aux_loss
         return z_H, z_L, aux
 
-    def cycle(self, z_H, z_L, x, cos_sin, idx, kept, gate, call, first_grad, outer_grad):
+    def cycle(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, cos_sin: RopeTables,
+              idx: torch.Tensor | None, kept: torch.Tensor, gate: torch.Tensor, call: int, first_grad: int,
+              outer_grad: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One recursion: the TRM cycle on the kept cells (gathered by idx, or masked when idx is
         None), gated, written back. Returns (z_H, z_L, next call number)."""
         cfg = self.config
