@@ -99,11 +99,16 @@ class HaltingModel(nn.Module):
         return self.embedding(data["inputs"], data["puzzle_identifiers"])
 
     def think(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, inputs: torch.Tensor | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """The core's recursion -> (z_H, z_L, aux). `aux` holds the core's extra losses (keys ending
-        in "loss", batch sums, added to the loss) and statistics ("mean_*": batch sums of per-row
-        values, logged as means); cores without any return just (z_H, z_L). Cores that route on the
-        puzzle's givens (`needs_inputs`) also get the input tokens."""
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The core's recursion -> (z_H, z_L)."""
+        return self.think_aux(z_H, z_L, x, inputs)[:2]
+
+    def think_aux(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, inputs: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """`think`, plus the core's aux dict: extra losses (keys ending in "loss", batch sums, added to
+        the loss) and statistics ("mean_*": batch sums of per-row values, logged as means). Cores
+        without any return just (z_H, z_L). Cores that route on the puzzle's givens
+        (`needs_inputs`) also get the input tokens."""
         cos_sin = self.rotary_emb() if self.rotary_emb is not None else None
         out = (self.core(z_H, z_L, x, cos_sin, inputs=inputs) if getattr(self.core, "needs_inputs", False)
                else self.core(z_H, z_L, x, cos_sin))
@@ -122,11 +127,11 @@ class HaltingModel(nn.Module):
 
     def step_aux(self, carry: Carry, batch: Batch, adaptive: bool | None = None,
                  ) -> tuple[Carry, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """`step`, plus the core's aux losses and statistics (see `think`)."""
+        """`step`, plus the core's aux losses and statistics (see `think_aux`)."""
         cfg = self.config
         carry = self.reset(carry, batch)
         data = carry.current_data
-        z_H, z_L, aux = self.think(carry.z_H, carry.z_L, self.embed(data), data["inputs"])
+        z_H, z_L, aux = self.think_aux(carry.z_H, carry.z_L, self.embed(data), data["inputs"])
         logits, q_halt, q_continue = self.heads(z_H)
         with torch.no_grad():
             steps = carry.steps + 1
@@ -157,7 +162,7 @@ class HaltingModel(nn.Module):
     def continue_target(self, carry: Carry) -> torch.Tensor:
         """Bootstrapped Q-continue target: sigmoid of the next step's best Q (q_halt at the last step)."""
         data = carry.current_data
-        z_H, _, _ = self.think(carry.z_H, carry.z_L, self.embed(data), data["inputs"])
+        z_H, _ = self.think(carry.z_H, carry.z_L, self.embed(data), data["inputs"])
         _, next_halt, next_continue = self.heads(z_H)
         is_last = carry.steps >= self.config.halt_max_steps
         return torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))

@@ -47,5 +47,9 @@ class TRMCore(nn.Module):
     def forward(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
                 cos_sin: RopeTables) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
+        if self.order == list(range(cfg.L_layers)) * (cfg.L_cycles + 1) and type(self).block is TRMCore.block:
+            # the paper's TRM: every call runs the one net's blocks in order
+            return recurse(self.L_level, self.L_level, z_H, z_L, x, cos_sin, cfg.H_cycles, cfg.L_cycles,
+                           cfg.grad_mode)
         nets = [partial(self.net, slot) for slot in range(cfg.L_cycles + 1)]
         return recurse(nets[:-1], nets[-1], z_H, z_L, x, cos_sin, cfg.H_cycles, cfg.L_cycles, cfg.grad_mode)

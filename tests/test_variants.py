@@ -93,7 +93,7 @@ def _weight_sums(model, batch) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         carry = model.reset(model.initial_carry(batch), batch)
-        z_H, _, aux = model.think(carry.z_H, carry.z_L, model.embed(carry.current_data))
+        z_H, _, aux = model.think_aux(carry.z_H, carry.z_L, model.embed(carry.current_data))
     return z_H, aux
 
 
