@@ -56,6 +56,19 @@ def test_expert_choice_updates_capacity_cells_in_nested_sets(router, attend):
         previous = kept
 
 
+@pytest.mark.parametrize("attend", ["active", "all"])
+def test_mor_at_full_capacity_with_an_undecided_router_is_trm(attend):
+    """Capacity 1 keeps every cell and g = alpha = 1 at a zero router: TRM's update, gathered in
+    router order (attention and per-cell RoPE do not care about the order)."""
+    mor = build("mor", H_cycles=3, mor_capacity=1.0, mor_attend=attend)
+    with torch.no_grad():
+        mor.core.router.weight.zero_()
+    trm = build("trm", seed=1, H_cycles=3)
+    trm.load_state_dict({k: v for k, v in mor.state_dict().items() if "router" not in k})
+    batch = make_batch()
+    torch.testing.assert_close(run_step(mor, batch)[1], run_step(trm, batch)[1], rtol=1e-5, atol=1e-5)
+
+
 def test_oracle_retires_givens_first():
     model = build("mor", H_cycles=3, mor_router="oracle")
     batch = make_batch()
