@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = load_checkpoint(args.run / CHECKPOINT)
     cfg = config_from_checkpoint(payload)
     if payload.get("model_name") not in ("trm", "trm-mlp"):
-        raise UserError(f"{args.run}: models.relax converts a trm or trm-mlp run, this is a {payload.get('model_name')!r} run")
+        raise UserError(f"{args.run}: models.relax converts a trm or trm-mlp run, this is a "
+                        f"{payload.get('model_name')!r} run")
     model_cfg = ModelConfig(**payload["model_config"])
     try:
         rrt_cfg, state = relax_state_dict(model_cfg, payload["model"], args.init, args.rank, args.layers, args.order)
