@@ -24,6 +24,8 @@ Configs (batch 64, 81 cells + a 16-position prefix holding a puzzle vector of hi
     D  TRM at paper size: hidden 512, 8 heads, batch 32
     Q, QT, QH  the CPU quick preset's shapes: 6x6 Sudoku (36 cells, vocab 8), batch 128, hidden 128, no
        prefix, halt_max_steps 8; Q trm-mlp H3 L4, QT trm (attention + RoPE) H3 L4, QH hrm as C
+    QU, QR, QM  the recursion variants at QT's shapes: ut (T_max 8), rrt (rank 8), mor (expert, 1/3);
+       their GFLOP are effective (cells updated, from the steps' mean_* statistics; docs/variants.md)
 """
 from __future__ import annotations
 
@@ -80,6 +82,14 @@ CONFIGS = {
                                         puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
     "QH": BenchConfig("hrm", 128, _arch(H_layers=2, L_layers=2, H_cycles=2, L_cycles=2, pos_encodings="rope",
                                         puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
+    # The recursion variants at the QT shapes (docs/variants.md): ut with T_max 8 (QT's FLOPs),
+    # rrt rank 8, mor expert choice with capacities 1, 2/3, 1/3.
+    "QU": BenchConfig("ut", 128, _arch(L_layers=2, ut_max_steps=8, pos_encodings="rope", puzzle_emb_ndim=0,
+                                       halt_max_steps=8), seq_len=36, vocab_size=8),
+    "QR": BenchConfig("rrt", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="rope",
+                                        puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
+    "QM": BenchConfig("mor", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="rope",
+                                        puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
 }
 
 
@@ -89,23 +99,53 @@ def model_config(bench: BenchConfig, dtype: str) -> ModelConfig:
 
 
 # --- analytical FLOPs ---------------------------------------------------------------------------
+def block_flops(cfg: ModelConfig, batch: int, cells: float, keys: float | None = None) -> float:
+    """Matmul FLOPs of one block for `cells` query cells per row attending to `keys` cells per row
+    (default: the same cells). A routed (MoR) or halted (UT) cell that is not computed costs nothing."""
+    T, D = cfg.total_len, cfg.hidden_size
+    keys = cells if keys is None else keys
+    flops = 6 * batch * cells * D * swiglu_width(D, cfg.expansion)  # gate_up (2W) + down (W)
+    if cfg.mlp_t:  # the same SwiGLU over positions, for every (row, channel)
+        flops += 6 * batch * D * T * swiglu_width(T, cfg.expansion)
+    else:  # q + o projections for the queries, k + v for the keys, then QK^T and PV
+        flops += 2 * batch * cells * D * 2 * D + 2 * batch * keys * D * 2 * D + 4 * batch * cells * keys * D
+    return flops
+
+
 def net_call_flops(cfg: ModelConfig, batch: int, layers: int) -> int:
     """Matmul FLOPs of one forward call of a ReasoningModule with `layers` blocks."""
-    T, D = cfg.total_len, cfg.hidden_size
-    tokens = batch * T
-    per_layer = 6 * tokens * D * swiglu_width(D, cfg.expansion)  # gate_up (2W) + down (W)
-    if cfg.mlp_t:  # the same SwiGLU over positions, for every (row, channel)
-        per_layer += 6 * batch * D * T * swiglu_width(T, cfg.expansion)
-    else:  # qkv + o projections, then QK^T and PV
-        per_layer += 2 * tokens * D * 4 * D + 4 * batch * T * T * D
-    return layers * per_layer
+    return int(layers * block_flops(cfg, batch, cfg.total_len))
 
 
-def step_flops(model_name: str, cfg: ModelConfig, batch: int) -> int:
-    """Analytical matmul FLOPs of one training step (see the module docstring)."""
+def lora_call_flops(cfg: ModelConfig, layers: int) -> int:
+    """RRT: forming W + s B A for every linear map of `layers` blocks (2 r in out each, per call)."""
+    D, W = cfg.hidden_size, swiglu_width(cfg.hidden_size, cfg.expansion)
+    shapes = [(3 * D, D), (D, D), (2 * W, D), (D, W)]
+    if cfg.mlp_t:
+        Wt = swiglu_width(cfg.total_len, cfg.expansion)
+        shapes = [(2 * Wt, cfg.total_len), (cfg.total_len, Wt), (2 * W, D), (D, W)]
+    return layers * sum(2 * cfg.rrt_rank * o * i for o, i in shapes)
+
+
+def step_flops(model_name: str, cfg: ModelConfig, batch: int, stats: dict | None = None) -> int:
+    """Analytical matmul FLOPs of one training step (see the module docstring). For `ut` and `mor`
+    they are *effective* FLOPs: only the cells that are updated count, from `stats` (`ut_steps`:
+    mean steps per cell; `active`: the share of cells kept per recursion) measured in training, or
+    the config's worst case (UT: T_max) / capacities (MoR) when not given."""
+    stats = stats or {}
+    heads = 2 * batch * cfg.total_len * cfg.hidden_size * cfg.vocab_size + 2 * batch * cfg.hidden_size * 2
+    if model_name == "ut":  # grad 'full': every application differentiated
+        T, D = cfg.total_len, cfg.hidden_size
+        steps = stats.get("ut_steps", cfg.ut_max_steps)
+        per_step = cfg.L_layers * block_flops(cfg, batch, T) + 2 * batch * T * D  # + halting unit
+        return int(3 * (steps * per_step + heads))
+    if model_name == "mor":
+        return int(_mor_flops(cfg, batch, stats.get("active")) + 3 * heads)
     L_call = net_call_flops(cfg, batch, cfg.L_layers)
     H_call = net_call_flops(cfg, batch, cfg.H_layers if model_name == "hrm" else cfg.L_layers)
-    heads = 2 * batch * cfg.total_len * cfg.hidden_size * cfg.vocab_size + 2 * batch * cfg.hidden_size * 2
+    if model_name == "rrt":
+        L_call += lora_call_flops(cfg, cfg.L_layers)
+        H_call += lora_call_flops(cfg, cfg.L_layers)
     # Calls in schedule order: (L x L_cycles, H) x H_cycles; the last n are differentiated.
     calls = [L_call] * cfg.L_cycles + [H_call]
     calls = calls * cfg.H_cycles
@@ -114,6 +154,26 @@ def step_flops(model_name: str, cfg: ModelConfig, batch: int) -> int:
     flops = sum(calls[:-n_grad]) + 3 * (sum(calls[-n_grad:]) + heads)
     if cfg.halt_rule == "q_halt_vs_continue" and cfg.halt_max_steps > 1:
         flops += forward  # the no-grad bootstrap step for the Q-continue target
+    return flops
+
+
+def _mor_flops(cfg: ModelConfig, batch: int, active: list[float] | None) -> float:
+    """MoR's recursions (H-cycles): the TRM cycle on the kept cells, x3 where differentiated."""
+    from models.mor import capacities
+
+    T = cfg.total_len
+    shares = active or capacities(cfg)
+    n_grad = num_differentiated_calls(cfg.grad_mode, cfg.H_cycles, cfg.L_cycles)
+    first_grad = cfg.H_cycles * (cfg.L_cycles + 1) - n_grad
+    flops, call = 0.0, 0
+    for share in shares:
+        cells = share * T
+        keys = T if cfg.mor_attend == "all" else cells
+        per_call = cfg.L_layers * block_flops(cfg, batch, cells, keys)
+        flops += 2 * batch * T * cfg.hidden_size * cfg.H_cycles  # the router
+        for _ in range(cfg.L_cycles + 1):
+            flops += per_call * (3 if call >= first_grad else 1)
+            call += 1
     return flops
 
 
@@ -184,13 +244,16 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
             graphs_after_first = counters["stats"]["unique_graphs"]
     _sync(dev)
     warm_s = time.perf_counter() - t0
-    times = []
+    times, sums = [], {}
     for i in range(steps):
         t = time.perf_counter()
         result = trainer(carry, batches[i % len(batches)], warmup + i + 1)
         _sync(dev)
         times.append(time.perf_counter() - t)
         carry = result.carry
+        for k, v in result.metrics.items():  # the variants' per-row statistics (mean_*)
+            if k.startswith("mean_"):
+                sums[k] = sums.get(k, 0.0) + float(v)
     compile_stats = {}
     if compile:  # evidence: one graph, no graph breaks, nothing compiled after the first step
         compile_stats = {"graph_breaks": sum(counters["graph_break"].values()),
@@ -198,7 +261,7 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
                          "recompiles": counters["stats"]["unique_graphs"] - graphs_after_first}
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     peak = matmul_peak(torch_dtype, dev)
-    flops = step_flops(bench.model, cfg, bench.batch)
+    flops = step_flops(bench.model, cfg, bench.batch, measured_stats(sums, bench.batch * steps))
     median = statistics.median(times)
     return {"config": name, "device": str(dev), "model": bench.model, "dtype": dtype, "compile": compile, "batch": bench.batch,
             "steps": steps, "warmup_s": round(warm_s, 2), "median_s": median, "min_s": min(times),
@@ -206,6 +269,17 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
             "tflops": flops / median / 1e12, "peak_tflops": peak / 1e12,
             "utilisation": flops / median / peak, "load": os.getloadavg()[0],
             "threads": torch.get_num_threads(), **compile_stats}
+
+
+def measured_stats(sums: dict[str, float], rows: int) -> dict:
+    """`step_flops` stats from the summed mean_* metrics of `rows` rows: UT steps, MoR kept shares."""
+    stats = {}
+    if "mean_ut_steps" in sums:
+        stats["ut_steps"] = sums["mean_ut_steps"] / rows
+    active = sorted((int(k[len("mean_active_r"):]), v / rows) for k, v in sums.items() if k.startswith("mean_active_r"))
+    if active:
+        stats["active"] = [v for _, v in active]
+    return stats
 
 
 def format_row(r: dict) -> str:

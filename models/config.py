@@ -23,6 +23,9 @@ HALT_RULES = ("q_halt", "q_halt_vs_continue")
 GRAD_MODES = ("one_step", "last_cycle", "full")
 FORWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LOSSES = ("stablemax", "softmax")
+SHARE_ORDERS = ("sequence", "cycle", "cycle_rev")  # Takase & Kiyono 2021 (models/share.py)
+MOR_ROUTERS = ("expert", "token", "oracle", "random")  # models/mor.py
+MOR_ATTENDS = ("active", "all")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -58,6 +61,21 @@ class ModelConfig:
     forward_dtype: str = "bfloat16"  # compute dtype; weights always stay float32
     loss: str = "stablemax"  # 'stablemax' | 'softmax' cross-entropy
     eval_adaptive: bool = False  # apply the halting rule in eval too (else run halt_max_steps)
+    # --- recursion variants (docs/variants.md): layer sharing, ut, rrt, mor ---------------------
+    unique_layers: int = 0  # M distinct blocks over the (L_cycles+1)*L_layers positions of one H-cycle; 0 = L_layers
+    share_order: str = "cycle"  # 'sequence' AABB | 'cycle' ABAB | 'cycle_rev' ABBA over those positions
+    ut_max_steps: int = 8  # T_max: UT block applications per supervision step at most
+    ut_halt_eps: float = 0.01  # a cell halts once its halting sum would pass 1 - eps
+    ut_ponder_cost: float = 0.01  # tau: weight of the ponder loss mean(N + R)
+    ut_halt_bias_init: float = -3.0  # halting unit bias; -3 -> p ~ 0.05 (the T2T default +1 collapses, notes)
+    ut_freeze_halted: bool = True  # halted cells keep their state (still attended to), as the paper says
+    rrt_rank: int = 8  # r: LoRA rank per depth position; 0 = plain tying
+    rrt_alpha: float = 0.0  # LoRA alpha, scale alpha / r; 0 = alpha equals r (scale 1)
+    mor_router: str = "expert"  # 'expert' | 'token' | 'oracle' (givens retire first) | 'random'
+    mor_capacity: float = 1 / 3  # share of cells kept at the last recursion (H-cycle); linear from 1
+    mor_attend: str = "active"  # 'active': kept cells attend to kept cells; 'all': to every cell
+    mor_alpha: float = 1.0  # gate scale: kept cells get z + alpha * sigmoid(router) * 2 * (f(z) - z)
+    mor_aux_weight: float = 0.01  # weight of the router BCE (expert) or balancing loss (token)
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ValueError:
@@ -113,6 +131,39 @@ class ModelConfig:
         if self.puzzle_emb_len and self.puzzle_emb_len * self.hidden_size < self.puzzle_emb_ndim:
             raise bad("puzzle_emb_len", f"{self.puzzle_emb_len} prefix positions x hidden_size "
                                         f"{self.hidden_size} cannot hold puzzle_emb_ndim={self.puzzle_emb_ndim}")
+        self._check_variants(bad)
+
+    def _check_variants(self, bad) -> None:
+        """The recursion variants' fields (docs/variants.md)."""
+        for field in ("unique_layers", "rrt_rank"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(field, "must be a non-negative integer")
+        positions = (self.L_cycles + 1) * self.L_layers
+        if self.unique_layers > positions:
+            raise bad("unique_layers", f"at most (L_cycles + 1) * L_layers = {positions} layer positions "
+                                       f"per H-cycle; more layers would never be used")
+        if self.share_order not in SHARE_ORDERS:
+            raise bad("share_order", f"must be one of {SHARE_ORDERS}")
+        if isinstance(self.ut_max_steps, bool) or not isinstance(self.ut_max_steps, int) or self.ut_max_steps < 1:
+            raise bad("ut_max_steps", "T_max must be an integer >= 1")
+        if not 0.0 <= self.ut_halt_eps < 1.0:
+            raise bad("ut_halt_eps", "must be in [0, 1)")
+        for field in ("ut_ponder_cost", "rrt_alpha", "mor_aux_weight"):
+            if not 0.0 <= getattr(self, field) < math.inf:
+                raise bad(field, "must be finite and >= 0")
+        if not math.isfinite(self.ut_halt_bias_init):
+            raise bad("ut_halt_bias_init", "must be finite")
+        if self.rrt_rank > self.hidden_size:
+            raise bad("rrt_rank", f"must be at most the width hidden_size={self.hidden_size}")
+        if self.mor_router not in MOR_ROUTERS:
+            raise bad("mor_router", f"must be one of {MOR_ROUTERS}")
+        if not 0.0 < self.mor_capacity <= 1.0:
+            raise bad("mor_capacity", "must be in (0, 1]")
+        if self.mor_attend not in MOR_ATTENDS:
+            raise bad("mor_attend", f"must be one of {MOR_ATTENDS}")
+        if not 0.0 < self.mor_alpha < math.inf:
+            raise bad("mor_alpha", "must be positive and finite")
 
     # Derived sizes -------------------------------------------------------------------------
     @property

@@ -99,9 +99,21 @@ class HaltingModel(nn.Module):
     def embed(self, data: Batch) -> torch.Tensor:
         return self.embedding(data["inputs"], data["puzzle_identifiers"])
 
-    def think(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def think(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, inputs: torch.Tensor | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The core's recursion -> (z_H, z_L)."""
+        return self.think_aux(z_H, z_L, x, inputs)[:2]
+
+    def think_aux(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, inputs: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """`think`, plus the core's aux dict: extra losses (keys ending in "loss", batch sums, added to
+        the loss) and statistics ("mean_*": batch sums of per-row values, logged as means). Cores
+        without any return just (z_H, z_L). Cores that route on the puzzle's givens
+        (`needs_inputs`) also get the input tokens."""
         cos_sin = self.rotary_emb() if self.rotary_emb is not None else None
-        return self.core(z_H, z_L, x, cos_sin)
+        out = (self.core(z_H, z_L, x, cos_sin, inputs=inputs) if getattr(self.core, "needs_inputs", False)
+               else self.core(z_H, z_L, x, cos_sin))
+        return out if len(out) == 3 else (out[0], out[1], {})
 
     def heads(self, z_H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """logits (B, S, V) in forward dtype, q_halt (B,) and q_continue (B,) in float32."""
@@ -116,10 +128,17 @@ class HaltingModel(nn.Module):
         `noise` (inference only, off by default): a (B, P+S, D) tensor added to the latent z_L
         before this step's recursion, so one puzzle can follow several trajectories
         (train/trajectories.py); with None the step is exactly the noiseless one."""
+        return self.step_aux(carry, batch, adaptive, noise)[:4]
+
+    def step_aux(self, carry: Carry, batch: Batch, adaptive: bool | None = None,
+                 noise: torch.Tensor | None = None,
+                 ) -> tuple[Carry, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """`step`, plus the core's aux losses and statistics (see `think_aux`)."""
         cfg = self.config
         carry = self.reset(carry, batch)
+        data = carry.current_data
         z_L = carry.z_L if noise is None else carry.z_L + noise.to(carry.z_L.dtype)
-        z_H, z_L = self.think(carry.z_H, z_L, self.embed(carry.current_data))
+        z_H, z_L, aux = self.think_aux(carry.z_H, z_L, self.embed(data), data["inputs"])
         logits, q_halt, q_continue = self.heads(z_H)
         with torch.no_grad():
             steps = carry.steps + 1
@@ -134,7 +153,7 @@ class HaltingModel(nn.Module):
                     halted = halted & (steps >= min_steps)
         new = Carry(z_H=z_H.detach(), z_L=z_L.detach(), steps=steps, halted=halted,
                     current_data=carry.current_data)
-        return new, logits, q_halt, q_continue
+        return new, logits, q_halt, q_continue, aux
 
     def wants_halt(self, q_halt: torch.Tensor, q_continue: torch.Tensor,
                    threshold: float | None = None) -> torch.Tensor:
@@ -149,7 +168,8 @@ class HaltingModel(nn.Module):
     @torch.no_grad()
     def continue_target(self, carry: Carry) -> torch.Tensor:
         """Bootstrapped Q-continue target: sigmoid of the next step's best Q (q_halt at the last step)."""
-        z_H, _ = self.think(carry.z_H, carry.z_L, self.embed(carry.current_data))
+        data = carry.current_data
+        z_H, _ = self.think(carry.z_H, carry.z_L, self.embed(data), data["inputs"])
         _, next_halt, next_continue = self.heads(z_H)
         is_last = carry.steps >= self.config.halt_max_steps
         return torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
@@ -159,12 +179,16 @@ class HaltingModel(nn.Module):
                 ) -> tuple[Carry, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
         """Returns (carry, loss, metrics, outputs, all_finish); loss is the unscaled batch sum."""
         cfg = self.config
-        carry, logits, q_halt, q_continue = self.step(carry, batch, adaptive)
+        carry, logits, q_halt, q_continue, aux = self.step_aux(carry, batch, adaptive)
         target = None
         if self.training and cfg.halt_rule == "q_halt_vs_continue" and cfg.halt_max_steps > 1:
             target = self.continue_target(carry)
         loss, metrics, preds = act_loss(logits, carry.current_data["labels"], q_halt, q_continue, target,
                                         carry.halted, carry.steps, cfg.loss)
+        for name, value in aux.items():  # the core's losses join the loss; everything is logged
+            if name.endswith("loss"):
+                loss = loss + value
+            metrics[name] = value.detach()
         outputs = {"logits": logits.detach(), "q_halt_logits": q_halt.detach(),
                    "q_continue_logits": q_continue.detach(), "preds": preds}
         if target is not None:

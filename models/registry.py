@@ -9,6 +9,9 @@ core's reference default and stores the resolved config as `model.config`:
     trm         TRM core, q_halt, last_cycle (attention, or the token MLP if mlp_t=True)
     trm-mlp     TRM with mlp_t=True; pos_encodings 'rope' becomes 'none' (the paper's setting)
     transformer non-recursive baseline (models/transformer.py), q_halt
+    ut          Universal Transformer with per-cell ACT (models/ut.py), q_halt, full
+    rrt         Relaxed Recursive Transformer: TRM's tied blocks + per-position LoRA (models/lora.py)
+    mor         Mixture-of-Recursions over TRM's H-cycles (models/mor.py), q_halt, last_cycle
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ from .halting import HaltingModel
 from .hrm import HRMCore
 from .transformer import TransformerCore
 from .trm import TRMCore
+from .lora import RRTCore
+from .mor import MoRCore
+from .ut import UTCore
 
 
 def _resolve(config: ModelConfig, core_cls: type[nn.Module], **overrides) -> ModelConfig:
@@ -49,11 +55,26 @@ def build_transformer(config: ModelConfig) -> HaltingModel:
     return HaltingModel(_resolve(config, TransformerCore), TransformerCore)
 
 
+def build_ut(config: ModelConfig) -> HaltingModel:
+    return HaltingModel(_resolve(config, UTCore), UTCore)
+
+
+def build_rrt(config: ModelConfig) -> HaltingModel:
+    return HaltingModel(_resolve(config, RRTCore), RRTCore)
+
+
+def build_mor(config: ModelConfig) -> HaltingModel:
+    return HaltingModel(_resolve(config, MoRCore), MoRCore)
+
+
 MODELS: dict[str, Callable[[ModelConfig], HaltingModel]] = {
     "hrm": build_hrm,
     "trm": build_trm,
     "trm-mlp": build_trm_mlp,
     "transformer": build_transformer,
+    "ut": build_ut,
+    "rrt": build_rrt,
+    "mor": build_mor,
 }
 
 

@@ -20,7 +20,7 @@ from models import ModelConfig
 from .trajectories import NOISE, check_options
 
 FAMILIES = ("sudoku", "maze", "arc")
-MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer")
+MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
 # Filled by the trainer; overriding them is refused with this reason.
 DERIVED_KEYS = {
     "arch.seq_len": "it comes from the dataset",
@@ -166,8 +166,10 @@ def _paper_arch(model: str, family: str) -> ModelConfig:
         return _arch(**common, L_layers=8, H_cycles=1, L_cycles=1)
     l_cycles = 6 if family == "sudoku" else 4  # TRM paper: n=6 on Sudoku, 4 on Maze and ARC
     mlp = model == "trm-mlp"
-    return _arch(**common, puzzle_emb_len=16, L_layers=2, H_cycles=3, L_cycles=l_cycles,
+    arch = _arch(**common, puzzle_emb_len=16, L_layers=2, H_cycles=3, L_cycles=l_cycles,
                  mlp_t=mlp, pos_encodings="none" if mlp else "rope")
+    # ut, rrt, mor take TRM's recipe (docs/variants.md); ut's T_max: TRM's FLOPs per step (see quick)
+    return dataclasses.replace(arch, ut_max_steps=round(5 * (l_cycles + 1) / 3)) if model == "ut" else arch
 
 
 def paper(family: str, model: str) -> TrainConfig:
@@ -199,6 +201,9 @@ def quick(family: str, model: str) -> TrainConfig:
         arch = dataclasses.replace(arch, H_layers=2, L_layers=2, H_cycles=2, L_cycles=2)
     elif model == "transformer":
         arch = dataclasses.replace(arch, L_layers=4, H_cycles=1, L_cycles=1)
+    elif model == "ut":  # equal FLOPs per step when no cell halts early: TRM runs 15 net calls, the last
+        # 5 differentiated (x3): 10 + 15 = 25 call-units; UT differentiates all: 8 x 3 = 24
+        arch = dataclasses.replace(arch, ut_max_steps=8)
     # lr 2e-3, constant after warm-up, evaluated with an EMA of the weights (rate 0.99, ~100 steps):
     # at this lr the raw weights swing between evaluations (0.90 -> 0.73 -> 0.91 exact on 6x6
     # Sudoku), the average climbs steadily (0.96 -> 0.99 -> 0.994 at steps 468/546/624). lr 1e-3

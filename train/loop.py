@@ -127,7 +127,8 @@ def _any_rank(flag: bool, system) -> bool:
 
 def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, distributed: bool,
                    num_steps: int = 1) -> dict[str, float]:
-    """Sum over ranks, then losses / (global batch x steps) and everything else / count (reference rule).
+    """Sum over ranks, then losses and "mean_*" statistics / (global batch x steps) and everything else
+    / count (reference rule).
 
     `metrics` may hold sums over `num_steps` steps: rows halt in waves (all rows of a fresh run halt
     together at halt_max_steps), so one step's halted rows are often none at all.
@@ -139,7 +140,9 @@ def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, dis
     values = values.cpu().tolist()
     out = dict(zip(names, values))
     count = max(out.get("count", 0.0), 1.0)
-    return {k: (v / (global_batch_size * num_steps) if k.endswith("loss") else v / count)
+    # losses and a core's "mean_*" statistics (batch sums, models/halting.py think) are per row
+    per_row = {k for k in out if k.endswith("loss") or k.startswith("mean_")}
+    return {k: (v / (global_batch_size * num_steps) if k in per_row else v / count)
             for k, v in out.items() if k != "count"} | {"count": out.get("count", 0.0)}
 
 
