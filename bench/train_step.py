@@ -308,8 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
     p.add_argument("--batch", type=int, default=0, help="override the config's batch size (0 = keep)")
-    p.add_argument("--arch", action="append", default=[], metavar="KEY=INT",
-                   help="change an integer architecture field of the config, e.g. --arch H_cycles=2 (repeatable)")
+    p.add_argument("--arch", action="append", default=[], metavar="KEY=VALUE",
+                   help="change an architecture field of the config, e.g. --arch H_cycles=2 "
+                        "--arch pos_encodings=rope2d+learned2d (repeatable)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch.set_num_threads (0 = torch's default). On a loaded machine 1 thread avoids "
                         "OpenMP barrier stalls that can cost 10x; say so when you quote figures")
@@ -321,9 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = {}
     for item in args.arch:
         key, _, value = item.partition("=")
-        if key not in {f.name for f in dataclasses.fields(ModelConfig)} or not value.isdigit():
-            raise UserError(f"--arch {item!r}: expected KEY=INT with KEY a ModelConfig field (e.g. H_cycles=2)")
-        arch[key] = int(value)
+        types = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig)}
+        if key not in types or not value or (types[key] == "int" and not value.isdigit()):
+            raise UserError(f"--arch {item!r}: expected KEY=VALUE with KEY a ModelConfig field and an "
+                            f"integer for integer fields (e.g. H_cycles=2)")
+        arch[key] = int(value) if types[key] == "int" else value
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     if not args.all and args.configs != p.get_default("configs"):  # it would silently measure --config
         raise UserError("--configs needs --all; for one measurement use --config NAME")

@@ -32,8 +32,8 @@ def test_fastest_mode_per_config():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--arch", "H_cycle=2"], "--arch 'H_cycle=2': expected KEY=INT"),
-    (["--arch", "H_cycles=two"], "expected KEY=INT"),
+    (["--arch", "H_cycle=2"], "--arch 'H_cycle=2': expected KEY=VALUE"),
+    (["--arch", "H_cycles=two"], "integer for integer fields"),
     (["--steps", "0"], "--steps must be >= 1"),
 ])
 def test_bad_arguments_are_one_line(capsys, argv, message):
