@@ -12,7 +12,8 @@ one distinct block per layer position of the H-cycle. The M shared blocks of the
     lower     the untied blocks at the first M positions
 and every position's LoRA from the truncated SVD of its residual W_p - W_shared, rank R, with the
 LoRA scale divided out of B so the initial correction *is* the truncated residual (at full rank the
-new model computes the untied one). RUN2/checkpoint.pt starts at step 0 with fresh optimiser
+new model computes the untied one). Block parameters that are not linear maps (the grid conv of
+`ffn_conv`, the score bias of `attn_bias=pairwise`) get no LoRA: they are shared by the same rule. RUN2/checkpoint.pt starts at step 0 with fresh optimiser
 moments and the old run's data position; --force replaces an existing one.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .lora import lora_key, lora_scale
 from .share import layer_order
 
 INITS = ("stepwise", "average", "lower")
-_BLOCK = re.compile(r"^core\.L_level\.layers\.(\d+)\.(.+)\.weight$")
+_BLOCK = re.compile(r"^core\.L_level\.layers\.(\d+)\.(.+)$")
 
 
 def shared_positions(order: list[int], unique: int, init: str) -> list[list[int]]:
@@ -74,9 +75,9 @@ def relax_state_dict(untied: ModelConfig, state: dict[str, torch.Tensor], init: 
         W = torch.stack([blocks[old_order[p]] for p in range(positions)])  # (N, out, in) by position
         shared = torch.stack([W[src].mean(0) for src in sources])  # (M, out, in)
         for k in range(unique):
-            out[f"core.L_level.layers.{k}.{name}.weight"] = shared[k].clone()
-        if rank == 0:
-            continue
+            out[f"core.L_level.layers.{k}.{name}"] = shared[k].clone()
+        if rank == 0 or not name.endswith("_proj.weight"):  # LoRAs are for the linear layers only;
+            continue  # other block parameters (grid conv, pairwise score bias) are shared as they are
         U, S, Vh = torch.linalg.svd(W - shared[new_order], full_matrices=False)  # (N, out, q), (N, q), (N, q, in)
         keep = min(rank, S.shape[-1])
         root = S[:, :keep].sqrt()
@@ -84,7 +85,8 @@ def relax_state_dict(untied: ModelConfig, state: dict[str, torch.Tensor], init: 
         B = torch.zeros(positions, W.shape[1], rank)
         A[:, :keep] = root[:, :, None] * Vh[:, :keep]
         B[:, :, :keep] = U[:, :, :keep] * root[:, None, :] / scale  # scale * B A = the truncated residual
-        out[f"core.lora_A.{lora_key(name)}"], out[f"core.lora_B.{lora_key(name)}"] = A, B
+        lin = name.removesuffix(".weight")
+        out[f"core.lora_A.{lora_key(lin)}"], out[f"core.lora_B.{lora_key(lin)}"] = A, B
     return config, out
 
 

@@ -189,3 +189,22 @@ def test_rrt_every_parameter_learns():
 def test_bad_variant_configs_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=rf"^ModelConfig\.{field}="):
         tiny(**overrides)
+
+
+def test_relax_shares_non_linear_block_parameters():
+    """An untied run with a pairwise score bias and a grid conv converts into an rrt model that
+    loads strictly: those parameters are shared by the init rule (no LoRA), never left per position."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(seq_len=9, vocab_size=5, hidden_size=16, num_heads=2, expansion=2.0, H_cycles=1,
+                      L_cycles=1, L_layers=1, unique_layers=2, halt_max_steps=2, forward_dtype="float32",
+                      attn_bias="pairwise", ffn_conv=3)
+    untied = MODELS["trm"](cfg)
+    with torch.no_grad():  # both start at zero: make the positions differ
+        for name, param in untied.named_parameters():
+            if name.endswith(("score_bias", "conv.weight")):
+                param.normal_()
+    config, state = relax_state_dict(untied.config, untied.state_dict(), "average", rank=4)
+    rrt = MODELS["rrt"](config)
+    rrt.load_state_dict(state)  # strict: no missing or unexpected keys
+    bias = [untied.state_dict()[f"core.L_level.layers.{i}.self_attn.score_bias"] for i in range(2)]
+    assert torch.equal(rrt.state_dict()["core.L_level.layers.0.self_attn.score_bias"], (bias[0] + bias[1]) / 2)
