@@ -1,7 +1,7 @@
 """ARC evaluation: undo each augmented prediction, vote per test input, pass@K and a Kaggle submission.
 
     voter = ArcVoter(test_puzzles, identifiers)      # test_puzzles.json, identifiers.json contents
-    for batch, preds, q in eval_loop:                # tokens (B, 900), q = sigmoid(q_halt_logits)
+    for batch, preds, q in eval_loop:                # tokens (B, canvas**2), q = sigmoid(q_halt_logits)
         voter.add(batch["puzzle_identifiers"], batch["inputs"], preds, q)
     voter.pass_at()     # {"pass@1": ..., "pass@2": ..., ...}
     voter.submission()  # {task: [{"attempt_1": grid, "attempt_2": grid} per test input]}
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc import COLOUR0, crop_shapes, invert_grid, parse_name, to_grid
+from puzzles.arc import COLOUR0, canvas_of, crop_shapes, invert_grid, parse_name, to_grid
 from puzzles.grid import grid_hash
 
 FALLBACK = [[0]]  # answer given for a test input that received no prediction
@@ -35,8 +35,9 @@ def _numpy(x) -> np.ndarray:
 
 
 def _cells(tokens: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Colours of the top-left h x w block of a (900,) token row (all colour tokens, by crop_shapes)."""
-    return (tokens.reshape(30, 30)[:h, :w] - COLOUR0).astype(np.uint8)
+    """Colours of the top-left h x w block of a (canvas**2,) token row (all colour tokens, by crop_shapes)."""
+    side = canvas_of(tokens)
+    return (tokens.reshape(side, side)[:h, :w] - COLOUR0).astype(np.uint8)
 
 
 class ArcVoter:
@@ -66,7 +67,7 @@ class ArcVoter:
         return self._parsed[ident]
 
     def add(self, identifier_ids, inputs, preds, q_halt_probs) -> None:
-        """Record a batch: identifier ids (B,), input and predicted tokens (B, 900), q in [0, 1] (B,)."""
+        """Record a batch: identifier ids (B,), input and predicted tokens (B, canvas**2), q in [0, 1] (B,)."""
         ids = _numpy(identifier_ids).reshape(-1)
         inputs = _numpy(inputs).reshape(len(ids), -1)
         preds = _numpy(preds).reshape(len(ids), -1)
