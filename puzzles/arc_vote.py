@@ -25,6 +25,16 @@ from puzzles.grid import grid_hash
 FALLBACK = [[0]]  # answer given for a test input that received no prediction
 
 
+def copy_input_score(test_puzzles: dict[str, dict]) -> float:
+    """The copy-the-input baseline: mean over tasks of the share of test inputs whose output equals
+    the input (one candidate per input, so its pass@1 and pass@2 are the same)."""
+    scores = []
+    for task in test_puzzles.values():
+        hits = [ex.get("output") is not None and ex["output"] == ex["input"] for ex in task["test"]]
+        scores.append(sum(hits) / len(hits))
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def _numpy(x) -> np.ndarray:
     """numpy view of an array or a (CPU/GPU, any dtype) torch tensor, without importing torch."""
     if hasattr(x, "detach"):
@@ -98,10 +108,13 @@ class ArcVoter:
         # sorted() is stable, so equal (count, mean q) keep their first-seen order, as in the reference
         return [h for h, _ in sorted(votes.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)]
 
-    def pass_at(self, ks: Sequence[int] = (1, 2, 5, 10, 100, 1000)) -> dict[str, float]:
-        """{"pass@K": mean over tasks of the fraction of test inputs whose answer is in the top K}."""
+    def pass_at(self, ks: Sequence[int] = (1, 2, 5, 10, 100, 1000),
+                tasks: Sequence[str] | None = None) -> dict[str, float]:
+        """{"pass@K": mean over tasks (all, or the given ones) of the fraction of test inputs whose
+        answer is in the top K}."""
         totals = np.zeros(len(ks))
-        for task, pairs in self.tasks.items():
+        chosen = self.tasks if tasks is None else {t: self.tasks[t] for t in tasks}
+        for task, pairs in chosen.items():
             hits = np.zeros(len(ks))
             for k, (_, h_out) in enumerate(pairs):
                 ranked = self.ranked(task, k)
@@ -109,7 +122,7 @@ class ArcVoter:
                     place = ranked.index(h_out)
                     hits += [place < K for K in ks]
             totals += hits / len(pairs)
-        n = max(len(self.tasks), 1)
+        n = max(len(chosen), 1)
         return {f"pass@{K}": float(v / n) for K, v in zip(ks, totals)}
 
     def submission(self, attempts: int = 2) -> dict[str, list[dict]]:
