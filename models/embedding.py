@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import nn
 
 from .config import ModelConfig
-from .layers import CastedEmbedding
+from .layers import CastedEmbedding, grid_positions
 
 
 class SparsePuzzleEmbedding(nn.Module):
@@ -64,6 +64,13 @@ class InputEmbedding(nn.Module):
                            if config.puzzle_emb_ndim > 0 else None)
         self.embed_pos = (CastedEmbedding(config.total_len, dim, init_std=dim ** -0.5, dtype=dtype)
                           if config.pos_encodings == "learned" else None)
+        if config.pos_encodings == "learned2d":  # a row vector + a column vector per cell
+            rows, cols = config.grid_shape
+            self.embed_row = CastedEmbedding(rows + 1, dim, init_std=dim ** -0.5, dtype=dtype)
+            self.embed_col = CastedEmbedding(cols + 1, dim, init_std=dim ** -0.5, dtype=dtype)
+            row_ids, col_ids = grid_positions(config.prefix_len, rows, cols)
+            self.register_buffer("row_ids", row_ids, persistent=False)
+            self.register_buffer("col_ids", col_ids, persistent=False)
         self.scale = math.sqrt(dim)
 
     def forward(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
@@ -82,4 +89,6 @@ class InputEmbedding(nn.Module):
             x = torch.cat((rearrange(vec, "b (p d) -> b p d", p=cfg.prefix_len), x), dim=-2)
         if self.embed_pos is not None:
             x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(x.dtype))
+        elif hasattr(self, "embed_row"):  # same scale as 1-D learned positions: the sum of 3 terms
+            x = 0.57735027 * (x + self.embed_row(self.row_ids) + self.embed_col(self.col_ids))
         return self.scale * x

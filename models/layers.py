@@ -72,26 +72,70 @@ def swiglu_width(n: int, expansion: float) -> int:
 
 
 class SwiGLU(nn.Module):
-    """down(silu(gate) * up); gate is the first half of the fused gate_up projection."""
+    """down(silu(gate) * up); gate is the first half of the fused gate_up projection.
 
-    def __init__(self, n: int, expansion: float):
+    With `conv` = (kernel, prefix, rows, cols) the hidden activations of the grid cells also pass
+    through a depthwise k x k convolution over the grid (`GridConv`), so each cell's feed-forward
+    sees its neighbours (cf. the short convolution of the Universal Reasoning Model)."""
+
+    def __init__(self, n: int, expansion: float, conv: tuple[int, int, int, int] | None = None):
         super().__init__()
         width = swiglu_width(n, expansion)
         self.gate_up_proj = CastedLinear(n, 2 * width)
         self.down_proj = CastedLinear(width, n)
+        if conv is not None:
+            self.conv = GridConv(width, *conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        h = F.silu(gate) * up
+        if hasattr(self, "conv"):
+            h = self.conv(h)
+        return self.down_proj(h)
+
+
+class GridConv(nn.Module):
+    """h + depthwise_conv_kxk(h) on the grid cells of (B, P + rows*cols, C); the P prefix
+    positions pass through unchanged. Zero-initialised, so a model starts as without it."""
+
+    def __init__(self, channels: int, kernel: int, prefix: int, rows: int, cols: int):
+        super().__init__()
+        self.layout = (kernel, prefix, rows, cols)
+        self.weight = nn.Parameter(torch.zeros(channels, 1, kernel, kernel))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        kernel, prefix, rows, cols = self.layout
+        grid = rearrange(h[:, prefix:], "b (r c) ch -> b ch r c", r=rows, c=cols)
+        mixed = F.conv2d(grid, self.weight.to(h.dtype), padding=kernel // 2, groups=grid.shape[1])
+        return torch.cat((h[:, :prefix], h[:, prefix:] + rearrange(mixed, "b ch r c -> b (r c) ch")), dim=1)
+
+
+def grid_positions(prefix: int, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) indices (P + rows*cols,) of every position: prefix positions sit at (0, 0),
+    grid cell i (row-major) at (i // cols + 1, i % cols + 1). A pure function of the grid shape,
+    so a cell's position code never depends on what the grid holds."""
+    cell = torch.arange(rows * cols)
+    head = torch.zeros(prefix, dtype=torch.long)
+    return torch.cat((head, cell // cols + 1)), torch.cat((head, cell % cols + 1))
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables (T, head_dim) for split-halves RoPE; positions 0..T-1 include the prefix."""
+    """cos/sin tables (T, head_dim) for split-halves RoPE; positions 0..T-1 include the prefix.
 
-    def __init__(self, head_dim: int, max_len: int, theta: float):
+    With `grid` = (prefix, rows, cols), axial 2-D RoPE instead: half the rotary frequencies turn
+    with the row index, half with the column index (`grid_positions`), so attention scores
+    depend on (row, column) offsets rather than on distances in the flattened sequence."""
+
+    def __init__(self, head_dim: int, max_len: int, theta: float, grid: tuple[int, int, int] | None = None):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        if grid is None:
+            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+            angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        else:
+            half = head_dim // 2
+            inv_freq = 1.0 / (theta ** (torch.arange(0, half, 2, dtype=torch.float32) / half))
+            rows, cols = grid_positions(*grid)
+            angles = torch.cat((torch.outer(rows.float(), inv_freq), torch.outer(cols.float(), inv_freq)), dim=-1)
         angles = torch.cat((angles, angles), dim=-1)
         # Not persistent: recomputed on construction, so checkpoints stay free of derived tables.
         self.register_buffer("cos", angles.cos(), persistent=False)
@@ -151,14 +195,14 @@ class Block(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_heads: int, expansion: float, eps: float,
-                 mlp_t: bool = False, total_len: int = 0):
+                 mlp_t: bool = False, total_len: int = 0, conv: tuple[int, int, int, int] | None = None):
         super().__init__()
         self.eps = eps
         if mlp_t:
             self.mlp_t = SwiGLU(total_len, expansion)
         else:
             self.self_attn = Attention(hidden_size, num_heads)
-        self.mlp = SwiGLU(hidden_size, expansion)
+        self.mlp = SwiGLU(hidden_size, expansion, conv)
 
     def forward(self, h: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if hasattr(self, "mlp_t"):
@@ -174,9 +218,10 @@ class ReasoningModule(nn.Module):
 
     def __init__(self, num_layers: int, config) -> None:
         super().__init__()
+        conv = (config.ffn_conv, config.prefix_len, *config.grid_shape) if config.ffn_conv else None
         self.layers = nn.ModuleList(
             Block(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
-                  mlp_t=config.mlp_t, total_len=config.total_len)
+                  mlp_t=config.mlp_t, total_len=config.total_len, conv=conv)
             for _ in range(num_layers))
 
     def forward(self, h: torch.Tensor, injection: torch.Tensor,

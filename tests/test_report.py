@@ -165,6 +165,21 @@ def test_curves_read_and_plot(tmp_path):
         curves.read_metrics(tmp_path / "bad.jsonl")
 
 
+def test_curves_compare_runs_and_refuse_bad_labels(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 10, "train/lm_loss": 1.0}, {"step": 20, "eval/exact_accuracy": 0.5, "time/train_seconds": 3.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = cli(curves.main, [str(run), str(tmp_path), "--out", str(tmp_path / "y.png")], capsys)
+    assert code == 2 and "no such metrics file" in err
+    code, out, _ = cli(curves.main, [str(run), str(run), "--labels", "a,b", "--out", str(tmp_path / "cmp.png")], capsys)
+    assert code == 0 and (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = cli(curves.main, [str(run), str(run), "--labels", "a", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and err.strip() == "error: --labels has 1 names for 2 runs"
+    code, _, err = cli(curves.main, [str(run), str(run)], capsys)
+    assert code == 2 and "need --out" in err and not (tmp_path / "x.png").exists()
+
+
 def test_dataset_browser_groups_copies(tmp_path, capsys):
     out = tmp_path / "browser"
     ds = REF_DATASETS / "sudoku-tiny-aug-2"

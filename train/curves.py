@@ -1,6 +1,7 @@
 """Training curves from a run's metrics.jsonl: loss, exact accuracy, halting steps, learning rate.
 
     python -m train.curves runs/my-run [--out curves.png]
+    python -m train.curves runs/a runs/b runs/c --out compare.png   # held-out exact vs training seconds
 
 Each line of metrics.jsonl is a JSON object with at least "step". Keys are grouped into four
 panels by name (train/ and eval/ series share a panel); a panel with no data says so.
@@ -93,22 +94,61 @@ def plot_curves(rows: list[dict], path: str | os.PathLike, title: str = "") -> P
         plt.close(fig)
 
 
+def plot_comparison(runs: dict[str, list[dict]], path: str | os.PathLike, title: str = "") -> Path:
+    """One line per run: held-out exact accuracy against training seconds (evaluation time is
+    not in `time/train_seconds`, so runs with different evaluation schedules compare fairly)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=90)
+    for label, rows in runs.items():
+        points = [(r["time/train_seconds"], r["eval/exact_accuracy"]) for r in rows
+                  if isinstance(r.get("time/train_seconds"), (int, float)) and
+                  isinstance(r.get("eval/exact_accuracy"), (int, float))]
+        if not points:
+            raise UserError(f"{label}: no evaluation rows with time/train_seconds in its metrics.jsonl")
+        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("training seconds (evaluations excluded)")
+    ax.set_ylabel("held-out exact accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.curves", description=__doc__.split("\n")[0])
-    parser.add_argument("run", help="run directory holding metrics.jsonl (or the file itself)")
-    parser.add_argument("--out", default=None, help="PNG to write (default RUN/curves.png)")
+    parser.add_argument("runs", nargs="+", metavar="run",
+                        help="run directory holding metrics.jsonl (or the file itself); several runs "
+                             "draw one comparison plot of held-out exact accuracy vs training seconds")
+    parser.add_argument("--out", default=None, help="PNG to write (default RUN/curves.png; needed for several runs)")
+    parser.add_argument("--labels", default="", help="comma-separated legend labels, one per run (default: folder names)")
+    parser.add_argument("--title", default="", help="plot title")
     parser.add_argument("--force", action="store_true", help="replace an existing PNG")
     args = parser.parse_args(argv)
-    run = Path(args.run)
-    metrics = run if run.is_file() else run / "metrics.jsonl"
-    if not metrics.is_file():
-        raise UserError(f"{metrics}: no such metrics file")
-    out = Path(args.out) if args.out else metrics.parent / "curves.png"
+    files = []
+    for run in map(Path, args.runs):
+        metrics = run if run.is_file() else run / "metrics.jsonl"
+        if not metrics.is_file():
+            raise UserError(f"{metrics}: no such metrics file")
+        files.append(metrics)
+    labels = args.labels.split(",") if args.labels else [m.parent.name for m in files]
+    if len(labels) != len(files):
+        raise UserError(f"--labels has {len(labels)} names for {len(files)} runs")
+    if len(files) > 1 and not args.out:
+        raise UserError("several runs need --out for the comparison PNG")
+    out = Path(args.out) if args.out else files[0].parent / "curves.png"
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists (pass --force to replace it)")
     if not out.parent.is_dir():
         raise UserError(f"cannot write {out}: {out.parent} is not a directory")
-    print(plot_curves(read_metrics(metrics), out, title=metrics.parent.name))
+    if len(files) == 1:
+        print(plot_curves(read_metrics(files[0]), out, title=args.title or files[0].parent.name))
+    else:
+        print(plot_comparison({lab: read_metrics(m) for lab, m in zip(labels, files)}, out, title=args.title))
     return 0
 
 
