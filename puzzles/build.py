@@ -38,12 +38,12 @@ PRESETS = {
     "maze": {"paper": {}, "cpu": dict(size=10, train=1000, test=200, min_path=0, aug=7),
              "tiny": dict(size=8, train=20, test=10, min_path=0, aug=2),
              # 11x11 with a shortest path of more than 12 steps (the generator's median is 14; a
-             # plain filter at 12 would reject 45% of its mazes), all 7 other dihedral copies
+             # plain filter at 12 would reject 44% of its mazes), all 7 other dihedral copies
              "quick": dict(size=11, train=2000, test=500, min_path=12, aug=7)},
     "arc": {"paper": {}, "cpu": dict(aug=8), "tiny": dict(aug=2),
             # ARC-AGI-1 tasks whose grids all fit a 10x10 canvas (ConceptARC's too when ../shared has
-            # it): the test inputs of all of them are held out and voted over 16 augmented copies
-            "quick": dict(canvas=10, fit_only=True, test_set=["training", "evaluation"], aug=15,
+            # it): the test inputs of all of them are held out and voted over 8 augmented copies
+            "quick": dict(canvas=10, fit_only=True, test_set=["training", "evaluation"], aug=7,
                           concept_if_present="../shared/data/arc")},
 }
 SUDOKU_SIZES = {4: (2, 2), 6: (2, 3), 9: (3, 3), 16: (4, 4)}

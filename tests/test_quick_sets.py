@@ -22,7 +22,7 @@ from puzzles.dataset import grid_spec, load_split, write_dataset
 from puzzles.errors import PuzzleError
 from train.config import PRESETS
 
-from .test_build import ROOT, ok, refused
+from .test_build import ROOT, build, ok, refused
 
 
 def grid(rng, h, w):
@@ -152,7 +152,10 @@ def test_copy_baseline_on_a_toy_task():
 
 @pytest.mark.parametrize("value", ["1", "31", "ten"])
 def test_bad_canvas_flag(tmp_path, value):
-    assert "--canvas must be an integer from 2 to 30" in refused("arc", "--canvas", value, "--out", str(tmp_path / "x"))
+    r = build("arc", "--canvas", value, "--out", str(tmp_path / "x"))
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1
+    assert f"--canvas must be an integer from 2 to 30, got '{value}'" in errors[0]
 
 
 def test_canvas_without_fit_only_names_the_task(tmp_path, reference_dir):
