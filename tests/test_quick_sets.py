@@ -51,6 +51,29 @@ def test_build_presets_resolve_and_trainer_uses_them(family):
         make_parser().parse_args([family, "--out", "x", *shlex.split(train_cfg.data.build)])  # options parse
 
 
+@pytest.mark.parametrize("family,side,vocab", [("maze", 11, 6), ("arc", 10, 12)])
+@pytest.mark.parametrize("model", ["hrm", "trm", "trm-mlp", "transformer"])
+def test_quick_models_run_on_the_quick_grids(family, side, vocab, model):
+    """Every model of the maze/ARC quick presets trains one step on its quick set's sequence shape."""
+    import dataclasses
+
+    import torch
+
+    from models import build_model
+    arch = dataclasses.replace(PRESETS["quick"](family, model).arch, seq_len=side * side, vocab_size=vocab,
+                               num_puzzle_identifiers=3, forward_dtype="float32")
+    torch.manual_seed(0)
+    net = build_model(model, arch)
+    batch = {"inputs": torch.randint(0, vocab, (2, side * side), dtype=torch.int32),
+             "labels": torch.randint(1, vocab, (2, side * side)),
+             "puzzle_identifiers": torch.tensor([1, 2], dtype=torch.int32)}
+    net.train()
+    _, loss, _, outputs, _ = net(net.initial_carry(batch), batch)
+    loss.backward()
+    assert outputs["logits"].shape == (2, side * side, vocab) and torch.isfinite(loss)
+    assert all(p.grad is not None for n, p in net.named_parameters() if "conv" in n)
+
+
 def test_quick_maze_generator_honours_the_preset():
     x, y = maze.generate(20, size=11, min_path=12, seed=3)
     assert x.shape == (20, 11, 11)
