@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-POS_ENCODINGS = ("rope", "learned", "none", "rope2d", "learned2d")
+POS_ENCODINGS = ("rope", "learned", "none", "rope2d", "learned2d", "rope2d+learned2d")
 HALT_RULES = ("q_halt", "q_halt_vs_continue")
 GRAD_MODES = ("one_step", "last_cycle", "full")
 FORWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -44,9 +44,10 @@ class ModelConfig:
     L_cycles: int = 6  # n in the TRM paper (latent updates per cycle)
     H_layers: int = 4  # blocks of HRM's H net (unused by TRM / transformer)
     L_layers: int = 2  # blocks of the L net (TRM's only net; the transformer baseline's stack)
-    pos_encodings: str = "rope"  # 'rope' | 'learned' | 'none' (1-D) | 'rope2d' | 'learned2d' (row, column)
+    pos_encodings: str = "rope"  # 'rope' | 'learned' | 'none' (1-D) | 'rope2d' | 'learned2d' | 'rope2d+learned2d'
     grid_width: int = 0  # cells per grid row for the 2-D options and ffn_conv; 0 = square grid
     ffn_conv: int = 0  # k > 0: depthwise k x k convolution over the grid in the feed-forward block
+    attn_bias: str = "none"  # 'none' | 'pairwise': a learned (P+S) x (P+S) score bias per head and layer
     mlp_t: bool = False  # TRM-MLP: replace attention by an MLP over positions (needs fixed P + S)
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
@@ -77,17 +78,21 @@ class ModelConfig:
             raise bad("pos_encodings", f"must be one of {POS_ENCODINGS}")
         if self.pos_encodings == "rope" and self.head_dim % 2:
             raise bad("num_heads", f"RoPE needs an even head dim, got {self.head_dim}")
-        if self.mlp_t and self.pos_encodings in ("rope", "rope2d"):
+        if self.mlp_t and self.rope_kind != "none":
             raise bad("pos_encodings", "mlp_t has no attention, so RoPE would be silently unused; "
                                        "use 'none' (the paper's TRM-MLP), 'learned' or 'learned2d'")
-        if self.pos_encodings == "rope2d" and self.head_dim % 4:
+        if self.rope_kind == "2d" and self.head_dim % 4:
             raise bad("num_heads", f"2-D RoPE needs a head dim divisible by 4, got {self.head_dim}")
         if isinstance(self.grid_width, bool) or not isinstance(self.grid_width, int) or self.grid_width < 0:
             raise bad("grid_width", "must be a non-negative integer (0 = square grid)")
         if isinstance(self.ffn_conv, bool) or not isinstance(self.ffn_conv, int) or self.ffn_conv < 0 \
                 or (self.ffn_conv and self.ffn_conv % 2 == 0):
             raise bad("ffn_conv", "must be 0 (off) or an odd kernel size (3, 5, ...)")
-        if self.pos_encodings in ("rope2d", "learned2d") or self.ffn_conv:
+        if self.attn_bias not in ("none", "pairwise"):
+            raise bad("attn_bias", "must be 'none' or 'pairwise'")
+        if self.attn_bias != "none" and self.mlp_t:
+            raise bad("attn_bias", "mlp_t has no attention scores to bias")
+        if self.pos_encodings.endswith("2d") or self.ffn_conv:
             self.grid_shape  # raises if seq_len is not a grid
         if self.halt_rule is not None and self.halt_rule not in HALT_RULES:
             raise bad("halt_rule", f"must be one of {HALT_RULES} (or None for the model default)")
@@ -123,6 +128,11 @@ class ModelConfig:
     def total_len(self) -> int:
         """P + S: positions the recursion sees (also the width of TRM-MLP's token mixer)."""
         return self.prefix_len + self.seq_len
+
+    @property
+    def rope_kind(self) -> str:
+        """Rotary position code in attention: 'none', '1d' (flattened sequence) or '2d' (axial)."""
+        return {"rope": "1d", "rope2d": "2d", "rope2d+learned2d": "2d"}.get(self.pos_encodings, "none")
 
     @property
     def grid_shape(self) -> tuple[int, int]:

@@ -64,7 +64,7 @@ class InputEmbedding(nn.Module):
                            if config.puzzle_emb_ndim > 0 else None)
         self.embed_pos = (CastedEmbedding(config.total_len, dim, init_std=dim ** -0.5, dtype=dtype)
                           if config.pos_encodings == "learned" else None)
-        if config.pos_encodings == "learned2d":  # a row vector + a column vector per cell
+        if config.pos_encodings.endswith("learned2d"):  # a row vector + a column vector per cell
             rows, cols = config.grid_shape
             self.embed_row = CastedEmbedding(rows + 1, dim, init_std=dim ** -0.5, dtype=dtype)
             self.embed_col = CastedEmbedding(cols + 1, dim, init_std=dim ** -0.5, dtype=dtype)

@@ -53,9 +53,9 @@ class HaltingModel(nn.Module):
         self.config = config
         dim = config.hidden_size
         self.embedding = InputEmbedding(config)
-        grid = (config.prefix_len, *config.grid_shape) if config.pos_encodings == "rope2d" else None
+        grid = (config.prefix_len, *config.grid_shape) if config.rope_kind == "2d" else None
         self.rotary_emb = (RotaryEmbedding(config.head_dim, config.total_len, config.rope_theta, grid)
-                           if config.pos_encodings in ("rope", "rope2d") else None)
+                           if config.rope_kind != "none" else None)
         self.core = core_cls(config)
         self.lm_head = CastedLinear(dim, config.vocab_size)
         self.q_head = CastedLinear(dim, 2, bias=True)

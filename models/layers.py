@@ -154,13 +154,19 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Non-causal multi-head self-attention with a fused QKV projection and no mask."""
+    """Non-causal multi-head self-attention with a fused QKV projection and no mask.
 
-    def __init__(self, hidden_size: int, num_heads: int):
+    With `bias_len` = T > 0, each head also adds a learned (T, T) bias to its scores (zero at
+    init): attention can then learn which positions matter to which directly, as TRM-MLP's token
+    mixer does, instead of deriving it from position codes (`attn_bias='pairwise'`)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, bias_len: int = 0):
         super().__init__()
         self.num_heads = num_heads
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size)
         self.o_proj = CastedLinear(hidden_size, hidden_size)
+        if bias_len:
+            self.score_bias = nn.Parameter(torch.zeros(num_heads, bias_len, bias_len))
 
     def forward(self, h: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         qkv = rearrange(self.qkv_proj(h), "b t (three n d) -> three b t n d", three=3, n=self.num_heads)
@@ -168,10 +174,11 @@ class Attention(nn.Module):
         if cos_sin is not None:
             q, k = apply_rope(q, *cos_sin), apply_rope(k, *cos_sin)
         q, k, v = (rearrange(t, "b t n d -> b n t d") for t in (q, k, v))
-        return self.o_proj(rearrange(attend(q, k, v), "b n t d -> b t (n d)"))
+        bias = self.score_bias.to(q.dtype) if hasattr(self, "score_bias") else None
+        return self.o_proj(rearrange(attend(q, k, v, bias), "b n t d -> b t (n d)"))
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over (B, H, T, d), no mask, not causal.
 
     On CPU in bf16 the explicit form wins: for these short sequences (T ~ 100, d 32-64) PyTorch's
@@ -180,10 +187,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     matmuls. In float32, and off the CPU, the fused kernel wins (config A fp32 eager: 2.14 s per
     step against 2.38 s explicit)."""
     if q.device.type != "cpu" or q.dtype == torch.float32:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     # Scaling q (T x d) is cheaper than scaling the scores (T x T), and keeps inductor from
     # pattern-matching this back into the slower flash kernel.
     scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-1, -2))
+    if bias is not None:
+        scores = scores + bias
     return torch.matmul(scores.softmax(dim=-1), v)
 
 
@@ -195,13 +204,14 @@ class Block(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_heads: int, expansion: float, eps: float,
-                 mlp_t: bool = False, total_len: int = 0, conv: tuple[int, int, int, int] | None = None):
+                 mlp_t: bool = False, total_len: int = 0, conv: tuple[int, int, int, int] | None = None,
+                 attn_bias: bool = False):
         super().__init__()
         self.eps = eps
         if mlp_t:
             self.mlp_t = SwiGLU(total_len, expansion)
         else:
-            self.self_attn = Attention(hidden_size, num_heads)
+            self.self_attn = Attention(hidden_size, num_heads, total_len if attn_bias else 0)
         self.mlp = SwiGLU(hidden_size, expansion, conv)
 
     def forward(self, h: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -221,7 +231,8 @@ class ReasoningModule(nn.Module):
         conv = (config.ffn_conv, config.prefix_len, *config.grid_shape) if config.ffn_conv else None
         self.layers = nn.ModuleList(
             Block(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
-                  mlp_t=config.mlp_t, total_len=config.total_len, conv=conv)
+                  mlp_t=config.mlp_t, total_len=config.total_len, conv=conv,
+                  attn_bias=config.attn_bias == "pairwise")
             for _ in range(num_layers))
 
     def forward(self, h: torch.Tensor, injection: torch.Tensor,

@@ -70,7 +70,9 @@ def test_learned2d_gives_equal_rows_equal_row_vectors():
 
 @pytest.mark.parametrize("name, overrides", [
     *[(name, o) for name in ("trm", "hrm") for o in (
-        dict(pos_encodings="rope2d"), dict(pos_encodings="learned2d"), dict(pos_encodings="rope2d", ffn_conv=3))],
+        dict(pos_encodings="rope2d"), dict(pos_encodings="learned2d"), dict(pos_encodings="rope2d+learned2d", ffn_conv=3))],
+    ("trm", dict(attn_bias="pairwise", puzzle_emb_ndim=16, num_puzzle_identifiers=2)),
+    ("hrm", dict(attn_bias="pairwise", pos_encodings="none")),
     ("trm", dict(pos_encodings="learned2d", mlp_t=True, ffn_conv=3, puzzle_emb_ndim=16, num_puzzle_identifiers=2)),
 ])
 def test_levers_train_and_every_parameter_gets_a_gradient(name, overrides):
@@ -88,7 +90,7 @@ def test_levers_train_and_every_parameter_gets_a_gradient(name, overrides):
     loss.backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
-        if pname.endswith("conv.weight"):  # zero-initialised, but it must learn
+        if pname.endswith(("conv.weight", "score_bias")):  # zero-initialised, but they must learn
             assert p.grad.abs().sum() > 0, pname
 
 
@@ -109,6 +111,8 @@ def test_grid_conv_mixes_neighbours_only_and_leaves_the_prefix():
     (dict(pos_encodings="rope2d", seq_len=12, grid_width=5), "grid_width"),
     (dict(pos_encodings="learned2d", seq_len=10, grid_width=0), "grid_width"),
     (dict(ffn_conv=2), "ffn_conv"),
+    (dict(attn_bias="relative"), "attn_bias"),
+    (dict(attn_bias="pairwise", mlp_t=True, pos_encodings="none"), "attn_bias"),
     (dict(ffn_conv=-3), "ffn_conv"),
     (dict(pos_encodings="rope2d", mlp_t=True), "pos_encodings"),
     (dict(pos_encodings="rope2d", hidden_size=12, num_heads=2), "num_heads"),
@@ -116,3 +120,16 @@ def test_grid_conv_mixes_neighbours_only_and_leaves_the_prefix():
 def test_bad_grid_options_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         config(**overrides)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pairwise_bias_reaches_the_attention_scores(dtype):
+    """A large bias towards one key makes every query read that key's value (both kernels)."""
+    from models.layers import attend
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 4, dtype=dtype) for _ in range(3))
+    bias = torch.zeros(2, 5, 5, dtype=dtype)
+    bias[:, :, 3] = 1e4
+    out = attend(q, k, v, bias)
+    assert torch.allclose(out.float(), v[:, :, 3:4].expand_as(v).float(), atol=1e-2)
+    assert torch.allclose(attend(q, k, v, torch.zeros_like(bias)).float(), attend(q, k, v).float(), atol=1e-2)
