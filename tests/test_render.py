@@ -173,7 +173,7 @@ def test_grid_spec_infers_family_of_reference_datasets(reference_dir):
     ds = reference_dir / "datasets"
     arc = json.loads((ds / "arc-tiny-aug-2" / "train" / "dataset.json").read_text())
     sud = json.loads((ds / "sudoku-tiny-aug-2" / "train" / "dataset.json").read_text())
-    assert grid_spec(arc) == {"family": "arc"}
+    assert grid_spec(arc) == {"family": "arc", "canvas": 30}  # inferred from seq_len 900
     assert grid_spec(sud) == {"family": "sudoku", "box": [3, 3], "size": 9}
     assert grid_spec({"family": "maze", "size": 30}) == {"family": "maze", "size": 30}
     with pytest.raises(PuzzleError, match="unknown puzzle family"):

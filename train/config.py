@@ -193,7 +193,7 @@ def paper(family: str, model: str) -> TrainConfig:
 
 
 def quick(family: str, model: str) -> TrainConfig:
-    """CPU-sized runs that finish in minutes on 2 cores (6x6 Sudoku, 10x10 mazes, small ARC)."""
+    """CPU-sized runs that finish in minutes on 2 cores (6x6 Sudoku, 11x11 mazes, ARC on a 10x10 canvas)."""
     arch = _arch(hidden_size=128, num_heads=4, expansion=4.0, puzzle_emb_ndim=0, L_layers=2,
                  H_cycles=3, L_cycles=4, halt_max_steps=8, halt_exploration_prob=0.1,
                  mlp_t=model == "trm-mlp", pos_encodings="none" if model == "trm-mlp" else "rope")
@@ -222,7 +222,7 @@ def quick(family: str, model: str) -> TrainConfig:
             arch = dataclasses.replace(arch, H_cycles=2)
         optim = dataclasses.replace(optim, global_batch_size=32, epochs=56)
         ev = dataclasses.replace(ev, batch_size=256)
-        if model != "trm-mlp":
+        if model in ("trm", "hrm", "transformer"):
             # Attention must find rows, columns and boxes itself: absolute row + column vectors
             # (boxes are a function of them) and 2-D RoPE let it, where 1-D RoPE or 2-D RoPE
             # alone plateau at ~0.7 cell accuracy (docs/ablation.md). lr 2e-3 diverges with
@@ -235,16 +235,29 @@ def quick(family: str, model: str) -> TrainConfig:
             # Equal compute to trm per supervision step: 12 blocks forward and backward (~36
             # block-passes) against trm's 20 forward calls of which 10 are differentiated (~40).
             arch = dataclasses.replace(arch, L_layers=12)
-    if family == "maze":  # 10x10 mazes: 100 cells, ~3x a 6x6 Sudoku per example
-        optim = dataclasses.replace(optim, epochs=40)
-        ev = dataclasses.replace(ev, interval=10)
-    elif family == "arc":  # 900 cells per example: an end-to-end smoke run, not a result
-        # ARC needs the per-task puzzle embedding to say which task it is solving
+    if family == "maze":  # 11x11 mazes, shortest path > 12 steps (puzzles/build.py, preset quick)
+        # A path is found by spreading outwards from S and G cell by cell: the depthwise 3x3
+        # convolution in the feed-forward block does one such step per layer; 2-D RoPE lets
+        # attention address neighbours by (row, column) offset, learned rows/columns add where a
+        # cell is (absolute positions helped attention on Sudoku). Not yet shown to learn mazes.
+        # lr 2e-3 made attention's loss climb again after step 120 (docs/maze_arc.md): 7e-4.
+        if model in ("trm", "hrm", "transformer"):
+            arch = dataclasses.replace(arch, pos_encodings="rope2d+learned2d", ffn_conv=3)
+            optim = dataclasses.replace(optim, lr=min(optim.lr, 7e-4))
+        optim = dataclasses.replace(optim, global_batch_size=32, epochs=10)
+        ev = dataclasses.replace(ev, interval=5, batch_size=250)
+    elif family == "arc":  # 10x10 canvas: ARC-AGI-1 (+ ConceptARC) tasks whose grids all fit it
+        # ARC needs the per-task puzzle embedding to say which task it is solving; translation
+        # augmentation moves grids around the canvas, so relative 2-D positions suit it.
         arch = dataclasses.replace(arch, puzzle_emb_ndim=128, puzzle_emb_len=1)
-        optim = dataclasses.replace(optim, global_batch_size=32, max_steps=50, weight_decay=0.1,
+        if model in ("trm", "hrm", "transformer"):
+            arch = dataclasses.replace(arch, pos_encodings="rope2d", ffn_conv=3)
+            optim = dataclasses.replace(optim, lr=min(optim.lr, 7e-4))
+        optim = dataclasses.replace(optim, global_batch_size=32, epochs=20, weight_decay=0.1,
                                     puzzle_emb_weight_decay=0.1)
-        ev = dataclasses.replace(ev, interval=0, max_examples=128)
-    return TrainConfig(model=model, preset="quick", data=DataConfig(family=family, build="--preset cpu"),
+        ev = dataclasses.replace(ev, interval=0, batch_size=256)  # every augmented test row: voting
+    build = "--preset quick" if family in ("maze", "arc") else "--preset cpu"
+    return TrainConfig(model=model, preset="quick", data=DataConfig(family=family, build=build),
                        arch=arch, optim=optim, eval=ev,
                        system=SystemConfig(checkpoint_interval=200))
 

@@ -120,7 +120,7 @@ def refinement_strip(spec: dict, inp: np.ndarray, label: np.ndarray, step_preds:
     `halt_step` counts steps from 1 (the contract's `steps`); it is clamped to the steps recorded.
     """
     family = spec["family"]
-    side = 30 if family == "arc" else spec["size"]
+    side = spec.get("canvas", 30) if family == "arc" else spec["size"]
     cell = max(3, int(default_cell(family, (side, side)) * 0.6)) if family != "arc" else None
     halt = int(np.clip(halt_step, 1, len(step_preds)))
     tiles = []

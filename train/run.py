@@ -90,6 +90,8 @@ def check_family(family: str, split: Split, grid: dict | None = None, what: str 
                          f"needs; choose a {family} dataset")
     if grid and "family" in split.meta:
         have = grid_spec(split.meta)
+        if grid.get("family") == "arc":  # checkpoints written before the canvas was a parameter: 30
+            grid = {**grid, "canvas": int(grid.get("canvas", 30))}
         if have != grid:
             raise TrainError(f"dataset {split.root} holds {_grid_text(have)} puzzles but {what} was trained on "
                              f"{_grid_text(grid)} puzzles")
@@ -98,6 +100,8 @@ def check_family(family: str, split: Split, grid: dict | None = None, what: str 
 def _grid_text(spec: dict) -> str:
     if "box" in spec:
         return f"{spec['size']}x{spec['size']} {spec['family']} (boxes {spec['box'][0]}x{spec['box'][1]})"
+    if "canvas" in spec:
+        return f"{spec['family']} ({spec['canvas']}x{spec['canvas']} canvas)"
     return f"{spec['size']}x{spec['size']} {spec['family']}" if "size" in spec else spec["family"]
 
 

