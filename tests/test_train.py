@@ -130,6 +130,8 @@ def test_resume_is_bit_identical(tmp_path, ids_data, monkeypatch, model, how):
     extra = ["arch.puzzle_emb_ndim=32", "optim.ema=true"]
     if how == "killed":  # a cosine schedule over the full length; the run dies after its step-4 checkpoint
         extra += ["optim.lr_min_ratio=0.1", "system.checkpoint_interval=4"]
+    else:  # extending a run keeps its schedule only with a constant lr (the hrm preset decays it)
+        extra += ["optim.lr_min_ratio=1.0"]
     train(tiny_cfg(ids_data, tmp_path / "a", "optim.max_steps=9", *extra, model=model))
     if how == "killed":
         cfg = tiny_cfg(ids_data, tmp_path / "b", "optim.max_steps=9", *extra, model=model)
