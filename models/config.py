@@ -23,6 +23,7 @@ HALT_RULES = ("q_halt", "q_halt_vs_continue")
 GRAD_MODES = ("one_step", "last_cycle", "full")
 FORWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LOSSES = ("stablemax", "softmax")
+ATTN_BIASES = ("none", "pairwise")
 SHARE_ORDERS = ("sequence", "cycle", "cycle_rev")  # Takase & Kiyono 2021 (models/share.py)
 MOR_ROUTERS = ("expert", "token", "oracle", "random")  # models/mor.py
 MOR_ATTENDS = ("active", "all")
@@ -82,11 +83,12 @@ class ModelConfig:
             return ValueError(f"ModelConfig.{field}={getattr(self, field)!r}: {why}")
 
         for field in ("seq_len", "vocab_size", "hidden_size", "num_heads", "H_cycles", "L_cycles",
-                      "L_layers", "halt_max_steps"):
+                      "L_layers", "halt_max_steps", "ut_max_steps"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(field, "must be a positive integer")
-        for field in ("num_puzzle_identifiers", "puzzle_emb_ndim", "puzzle_emb_len", "H_layers"):
+        for field in ("num_puzzle_identifiers", "puzzle_emb_ndim", "puzzle_emb_len", "H_layers",
+                      "grid_width", "ffn_conv", "unique_layers", "rrt_rank"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise bad(field, "must be a non-negative integer")
@@ -101,13 +103,10 @@ class ModelConfig:
                                        "use 'none' (the paper's TRM-MLP), 'learned' or 'learned2d'")
         if self.rope_kind == "2d" and self.head_dim % 4:
             raise bad("num_heads", f"2-D RoPE needs a head dim divisible by 4, got {self.head_dim}")
-        if isinstance(self.grid_width, bool) or not isinstance(self.grid_width, int) or self.grid_width < 0:
-            raise bad("grid_width", "must be a non-negative integer (0 = square grid)")
-        if isinstance(self.ffn_conv, bool) or not isinstance(self.ffn_conv, int) or self.ffn_conv < 0 \
-                or (self.ffn_conv and self.ffn_conv % 2 == 0):
+        if self.ffn_conv % 2 == 0 and self.ffn_conv:
             raise bad("ffn_conv", "must be 0 (off) or an odd kernel size (3, 5, ...)")
-        if self.attn_bias not in ("none", "pairwise"):
-            raise bad("attn_bias", "must be 'none' or 'pairwise'")
+        if self.attn_bias not in ATTN_BIASES:
+            raise bad("attn_bias", f"must be one of {ATTN_BIASES}")
         if self.attn_bias != "none" and self.mlp_t:
             raise bad("attn_bias", "mlp_t has no attention scores to bias")
         if self.pos_encodings.endswith("2d") or self.ffn_conv:
@@ -135,18 +134,12 @@ class ModelConfig:
 
     def _check_variants(self, bad) -> None:
         """The recursion variants' fields (docs/variants.md)."""
-        for field in ("unique_layers", "rrt_rank"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(field, "must be a non-negative integer")
         positions = (self.L_cycles + 1) * self.L_layers
         if self.unique_layers > positions:
             raise bad("unique_layers", f"at most (L_cycles + 1) * L_layers = {positions} layer positions "
                                        f"per H-cycle; more layers would never be used")
         if self.share_order not in SHARE_ORDERS:
             raise bad("share_order", f"must be one of {SHARE_ORDERS}")
-        if isinstance(self.ut_max_steps, bool) or not isinstance(self.ut_max_steps, int) or self.ut_max_steps < 1:
-            raise bad("ut_max_steps", "T_max must be an integer >= 1")
         if not 0.0 <= self.ut_halt_eps < 1.0:
             raise bad("ut_halt_eps", "must be in [0, 1)")
         for field in ("ut_ponder_cost", "rrt_alpha", "mor_aux_weight"):

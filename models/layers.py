@@ -146,11 +146,12 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, T, H, d) -> x*cos + rot(x)*sin with rot([x1, x2]) = [-x2, x1], in float32."""
+    """x (B, T, H, d) -> x*cos + rot(x)*sin with rot([x1, x2]) = [-x2, x1], in float32.
+    Tables are (T, d), or (B, T, d) when each row has its own positions (gathered cells, MoR)."""
     x32 = x.float()
     x1, x2 = x32.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
-    return (x32 * cos[:, None, :] + rotated * sin[:, None, :]).to(x.dtype)
+    return (x32 * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype)
 
 
 class Attention(nn.Module):

@@ -28,7 +28,7 @@ from einops import rearrange
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Block, CastedLinear, ReasoningModule, attend, rms_norm
+from .layers import Block, CastedLinear, ReasoningModule, apply_rope, attend, rms_norm
 from .recursion import RopeTables, num_differentiated_calls
 
 BLANK = 1  # Sudoku / maze token of an open cell (puzzles encoding: pad 0, blank 1, values 2..)
@@ -45,14 +45,6 @@ def kept_counts(config: ModelConfig) -> list[int]:
     return [max(1, round(c * config.total_len)) for c in capacities(config)]
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE with per-cell tables: x (B, T, H, d), cos/sin (B, T, d) (gathered positions)."""
-    x32 = x.float()
-    x1, x2 = x32.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (x32 * cos[:, :, None] + rotated * sin[:, :, None]).to(x.dtype)
-
-
 def routed_block(block: Block, h: torch.Tensor, rope_q: RopeTables, kv: torch.Tensor | None = None,
                  rope_kv: RopeTables = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """`Block.forward` for queries h (B, k, D) attending to `kv` (B, T, D; default h itself), with
@@ -66,7 +58,7 @@ def routed_block(block: Block, h: torch.Tensor, rope_q: RopeTables, kv: torch.Te
         q = rearrange(F.linear(h, weight[:D]), "b t (n d) -> b t n d", n=attn.num_heads)
         k, v = rearrange(F.linear(kv, weight[D:]), "b t (two n d) -> two b t n d", two=2, n=attn.num_heads)
     if rope_q is not None:
-        q, k = _rope(q, *rope_q), _rope(k, *rope_kv)
+        q, k = apply_rope(q, *rope_q), apply_rope(k, *rope_kv)
     q, k, v = (rearrange(t, "b t n d -> b n t d") for t in (q, k, v))
     if key_mask is None:
         mixed = attend(q, k, v)
@@ -170,16 +162,14 @@ class MoRCore(nn.Module):
         None), gated, written back. Returns (z_H, z_L, next call number)."""
         cfg = self.config
         attend_all = cfg.mor_attend == "all"
+        rope_all = None if cos_sin is None else tuple(t.expand(z_H.shape[0], -1, -1) for t in cos_sin)
         if idx is None:  # token choice: every cell computed, kept ones masked in
-            zH_a, zL_a, x_a, rope = z_H, z_L, x, None
-            if cos_sin is not None:
-                rope = tuple(t.expand(z_H.shape[0], -1, -1) for t in cos_sin)
+            zH_a, zL_a, x_a, rope = z_H, z_L, x, rope_all
             key_mask = None if attend_all else kept
         else:
             zH_a, zL_a, x_a = _take(z_H, idx), _take(z_L, idx), _take(x, idx)
             rope = None if cos_sin is None else tuple(t[idx] for t in cos_sin)
             key_mask = None
-        rope_all = None if cos_sin is None else tuple(t.expand(z_H.shape[0], -1, -1) for t in cos_sin)
         new_H, new_L = zH_a, zL_a
         for slot in range(cfg.L_cycles + 1):
             with torch.set_grad_enabled(outer_grad and call >= first_grad):

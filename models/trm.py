@@ -32,6 +32,9 @@ class TRMCore(nn.Module):
         unique = config.unique_layers or config.L_layers
         self.L_level = ReasoningModule(unique, config)  # the reference's name for the one net
         self.order = layer_order(unique, (config.L_cycles + 1) * config.L_layers, config.share_order)
+        # the paper's TRM: every call runs the one net's blocks in order (and no subclass changes a block)
+        self.plain = (self.order == list(range(config.L_layers)) * (config.L_cycles + 1)
+                      and type(self).block is TRMCore.block)
 
     def block(self, position: int, h: torch.Tensor, cos_sin: RopeTables) -> torch.Tensor:
         """The block at layer `position` of the H-cycle (RRT overrides this to add its LoRA)."""
@@ -47,8 +50,7 @@ class TRMCore(nn.Module):
     def forward(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
                 cos_sin: RopeTables) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
-        if self.order == list(range(cfg.L_layers)) * (cfg.L_cycles + 1) and type(self).block is TRMCore.block:
-            # the paper's TRM: every call runs the one net's blocks in order
+        if self.plain:
             return recurse(self.L_level, self.L_level, z_H, z_L, x, cos_sin, cfg.H_cycles, cfg.L_cycles,
                            cfg.grad_mode)
         nets = [partial(self.net, slot) for slot in range(cfg.L_cycles + 1)]
