@@ -87,11 +87,7 @@ def plot_curves(rows: list[dict], path: str | os.PathLike, title: str = "") -> P
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="#888")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def plot_comparison(runs: dict[str, list[dict]], path: str | os.PathLike, title: str = "") -> Path:
@@ -112,6 +108,11 @@ def plot_comparison(runs: dict[str, list[dict]], path: str | os.PathLike, title:
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Write the figure as PNG atomically and free it."""
     fig.tight_layout()
     try:
         return atomic_write(path, lambda f: fig.savefig(f, format="png"))
