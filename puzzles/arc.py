@@ -51,7 +51,7 @@ def canvas_of(tokens: np.ndarray) -> int:
     n = np.asarray(tokens).shape[-1]
     side = int(round(n ** 0.5))
     if side * side != n:
-        raise ValueError(f"ARC token rows must hold a square canvas, got {n} tokens")
+        raise PuzzleError(f"ARC token rows must hold a square canvas, got {n} tokens")
     return side
 
 

@@ -67,13 +67,12 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def _canvas(text: str) -> int:
+    from puzzles.arc import MAX_SIZE, MIN_CANVAS, check_canvas
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 2 <= value <= 30:
-        raise argparse.ArgumentTypeError(f"--canvas must be an integer from 2 to 30, got {text!r}")
-    return value
+        return check_canvas(int(text))
+    except (ValueError, PuzzleError):
+        raise argparse.ArgumentTypeError(f"--canvas must be an integer from {MIN_CANVAS} to {MAX_SIZE}, "
+                                         f"got {text!r}") from None
 
 
 def _count(text: str) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from puzzles.arc import canvas_of
 from puzzles.dataset import FAMILIES, grid_spec  # noqa: F401  (grid_spec re-exported for callers)
 from puzzles.errors import PuzzleError, atomic_write
 
@@ -39,9 +40,7 @@ PATH_RIGHT, PATH_WRONG, PATH_MISSED = "#2ECC40", "#FF4136", "#F012BE"
 def _arc_canvas(tokens: np.ndarray) -> np.ndarray:
     """An ARC token row as its square canvas (side from the row length: 30, or a smaller canvas)."""
     arr = np.asarray(tokens).reshape(-1)
-    side = int(round(arr.size ** 0.5))
-    if side * side != arr.size:
-        raise PuzzleError(f"an ARC token row holds a square canvas, got {arr.size} tokens")
+    side = canvas_of(arr)
     return arr.reshape(side, side)
 
 
