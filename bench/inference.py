@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +32,7 @@ from puzzles.dataset import load_split
 from puzzles.errors import UserError, atomic_write, run_cli
 from train.infer import MODES, Engine, SolveResult
 from train.setup import cpu_description
-from train.solve import SUDOKU_BOX, is_valid, load_for_inference
+from train.solve import SUDOKU_BOX, load_for_inference, valid_rows
 from train.trajectories import DIVERSITY, NOISE, PURE_RULES, check_options, rule_hits, sample
 
 
@@ -62,8 +63,7 @@ def sampling_table(model, inputs: np.ndarray, labels: np.ndarray, ids: np.ndarra
                    ks: list[int], sources: list[str], args) -> list[dict]:
     """Accuracy and speed of K trajectories per puzzle, per diversity source and K (one timed run each)."""
     checkable = family == "maze" or (family == "sudoku" and n in SUDOKU_BOX)
-    checker = (lambda xs, ps: np.array([is_valid(family, n, x, p) for x, p in zip(xs, ps)], dtype=bool)) \
-        if checkable else None
+    checker = partial(valid_rows, family, n) if checkable else None
     info = {"box": SUDOKU_BOX[n]} if family == "sudoku" and checkable else {}
     rules = [*PURE_RULES, *(["checked"] if checker else [])]
     print(f"\n| diversity | K | puzzles/s | steps/puzzle | single | {' | '.join(rules)} | any (oracle) |\n"
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--{err}") from None
 
     def valid_rate(preds: np.ndarray) -> float:
-        return float(np.mean([is_valid(family, n, x, y) for x, y in zip(inputs, preds)])) if checkable else float("nan")
+        return float(valid_rows(family, n, inputs, preds).mean()) if checkable else float("nan")
 
     print("\n".join(line for line in system.lines if not line.startswith("compile")), flush=True)
     print(f"{args.checkpoint}: {payload.get('model_name')} ({mc.forward_dtype} compute, halt_max_steps {mc.halt_max_steps}, "

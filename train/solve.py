@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -167,6 +168,11 @@ def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray) -> bool:
     return bool(sudoku.check(sudoku.decode(pred, n), SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
 
 
+def valid_rows(family: str, n: int, inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """`is_valid` over rows: (M,) bool for (M, S) inputs and answers (the `checked` rule's checker)."""
+    return np.array([is_valid(family, n, x, p) for x, p in zip(inputs, preds)], dtype=bool)
+
+
 # --- command line ------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -260,8 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         info = {"box": SUDOKU_BOX[n]} if family == "sudoku" else {}
         s = sample(engine, inputs, None, args.samples, args.diversity, family, info, seed=args.seed)
-        checker = lambda xs, ps: np.array([is_valid(family, n, x, p) for x, p in zip(xs, ps)], dtype=bool)  # noqa: E731
-        choice = select(s, args.select, inputs, checker)
+        choice = select(s, args.select, inputs, partial(valid_rows, family, n))
         rows = np.arange(len(inputs))
         result = SolveResult(s.preds[rows, choice], s.steps.sum(1), s.q_halt_prob[rows, choice],
                              s.q_halt_logit[rows, choice])
