@@ -28,11 +28,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from puzzles.check import valid_solution
 from puzzles.dataset import load_split
 from puzzles.errors import UserError, atomic_write, run_cli
 from train.infer import MODES, Engine, SolveResult
+from train.model_io import load_for_inference
 from train.setup import cpu_description
-from train.solve import SUDOKU_BOX, load_for_inference, valid_rows
+from train.solve import SUDOKU_BOX, grid_info
 from train.trajectories import DIVERSITY, NOISE, PURE_RULES, check_options, rule_hits, sample
 
 
@@ -63,8 +65,8 @@ def sampling_table(model, inputs: np.ndarray, labels: np.ndarray, ids: np.ndarra
                    ks: list[int], sources: list[str], args) -> list[dict]:
     """Accuracy and speed of K trajectories per puzzle, per diversity source and K (one timed run each)."""
     checkable = family == "maze" or (family == "sudoku" and n in SUDOKU_BOX)
-    checker = partial(valid_rows, family, n) if checkable else None
-    info = {"box": SUDOKU_BOX[n]} if family == "sudoku" and checkable else {}
+    info = grid_info(family, n) if checkable else {}
+    checker = partial(valid_solution, family, info) if checkable else None
     rules = [*PURE_RULES, *(["checked"] if checker else [])]
     print(f"\n| diversity | K | puzzles/s | steps/puzzle | single | {' | '.join(rules)} | any (oracle) |\n"
           f"|{'---|' * (6 + len(rules))}", flush=True)
@@ -130,10 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--samples must be comma-separated integers, got {args.samples!r}") from None
     sources = [d for d in args.diversity.split(",") if d]
 
-    model, payload, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None,
-                                                device=args.device, dtype=args.dtype)
-    device = system.device
-    cfg = payload.get("config") or {}
+    run, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None,
+                                     device=args.device, dtype=args.dtype)
+    model, device = run.model, system.device
+    cfg = run.payload.get("config") or {}
     data = Path(args.data or (cfg.get("data") or {}).get("path")
                 or f"data/{(cfg.get('data') or {}).get('family')}-{cfg.get('preset', 'quick')}")
     inputs, labels, ids, meta = load_examples(data, args.split, args.max_examples)
@@ -151,10 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--{err}") from None
 
     def valid_rate(preds: np.ndarray) -> float:
-        return float(valid_rows(family, n, inputs, preds).mean()) if checkable else float("nan")
+        return float(valid_solution(family, grid_info(family, n), inputs, preds).mean()) if checkable else float("nan")
 
     print("\n".join(line for line in system.lines if not line.startswith("compile")), flush=True)
-    print(f"{args.checkpoint}: {payload.get('model_name')} ({mc.forward_dtype} compute, halt_max_steps {mc.halt_max_steps}, "
+    print(f"{args.checkpoint}: {run.name} ({mc.forward_dtype} compute, halt_max_steps {mc.halt_max_steps}, "
           f"rule {mc.halt_rule}) on {data}/{args.split}: {len(inputs)} puzzles, {args.slots} slots, {device}, "
           f"{torch.get_num_threads()} threads, compile {'on' if args.compile else 'off'}", flush=True)
     rows, table = [], []

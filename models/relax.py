@@ -94,10 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.checkpoint import load_checkpoint, save_checkpoint
     from train.config import PRESETS, OptimConfig
     from train.overrides import config_leaves, config_to_dict, diff_configs
-    from train.run import CHECKPOINT, config_from_checkpoint
+    from train.model_io import config_from_checkpoint
+    from train.run import CHECKPOINT
     from train.step import TrainStep
 
-    from .registry import build_model
+    from .registry import MODELS
 
     p = argparse.ArgumentParser(prog="python -m models.relax", description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="run folder of an untied trm / trm-mlp run (holds checkpoint.pt)")
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rrt_cfg, state = relax_state_dict(model_cfg, payload["model"], args.init, args.rank, args.layers, args.order)
     except ValueError as err:
         raise UserError(f"{err} (--rank / --layers / --order)") from None
-    model = build_model("rrt", rrt_cfg)
+    model = MODELS["rrt"](rrt_cfg)
     model.load_state_dict(state)
     changed = {f.name: getattr(rrt_cfg, f.name) for f in dataclasses.fields(ModelConfig)
                if f.name in ("unique_layers", "share_order", "rrt_rank")}

@@ -55,15 +55,13 @@ def test_build_presets_resolve_and_trainer_uses_them(family):
 @pytest.mark.parametrize("model", ["hrm", "trm", "trm-mlp", "transformer"])
 def test_quick_models_run_on_the_quick_grids(family, side, vocab, model):
     """Every model of the maze/ARC quick presets trains one step on its quick set's sequence shape."""
-    import dataclasses
-
     import torch
 
-    from models import build_model
-    arch = dataclasses.replace(PRESETS["quick"](family, model).arch, seq_len=side * side, vocab_size=vocab,
-                               num_puzzle_identifiers=3, forward_dtype="float32")
+    from models import DataShape, build_model
+    arch = PRESETS["quick"](family, model).arch
     torch.manual_seed(0)
-    net = build_model(model, arch)
+    net = build_model(model, arch, DataShape(seq_len=side * side, vocab_size=vocab, num_puzzle_identifiers=3),
+                      "float32")
     batch = {"inputs": torch.randint(0, vocab, (2, side * side), dtype=torch.int32),
              "labels": torch.randint(1, vocab, (2, side * side)),
              "puzzle_identifiers": torch.tensor([1, 2], dtype=torch.int32)}

@@ -259,7 +259,7 @@ def test_evaluate_cli_reports_every_rule(trained_run, tmp_path, capsys):
 
 def test_checked_and_augmentation_need_a_checkable_family(arc_data):
     from puzzles.dataset import load_split
-    from train.evaluate import evaluate_split
+    from train.evaluation import evaluate_split
     from train.run import TrainError
     split = load_split(arc_data, "test")
     for cfg, message in ((EvalConfig(samples=2, diversity="noise", select="checked"), "checked needs a puzzle checker"),
