@@ -342,3 +342,33 @@ def test_continuous_mode_equals_adaptive(sudoku_data, tmp_path):
     assert (ran < 4).any()
     for key in ("preds", "steps", "step_preds", "index"):
         np.testing.assert_array_equal(a[key], c[key])
+
+
+def test_continuous_evaluation_runs_each_puzzle_once(sudoku_data, tmp_path):
+    """The engine computes exactly the supervision steps the puzzles report (no second pass for the
+    step-by-step pictures): rows computed over all engine steps == sum of steps run."""
+    torch.manual_seed(0)
+    model = MODELS["trm"](ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
+                                      L_cycles=1, L_layers=1, halt_max_steps=4, forward_dtype="float32"))
+    split = load_split(sudoku_data, "test")
+    inputs, _ = split.examples(np.arange(len(split)))
+    batch = {"inputs": torch.from_numpy(inputs), "puzzle_identifiers": torch.zeros(len(inputs), dtype=torch.int32)}
+    with torch.no_grad():  # rows halt at different steps
+        model.q_head.weight.normal_(0, 1.0)
+        model.eval()
+        _, _, q_halt, _ = model.step(model.initial_carry(batch), batch)
+        model.q_head.bias[0] -= q_halt.median()
+    rows, step = [], model.step
+
+    def counted(carry, data, *args, **kwargs):
+        rows.append(data["inputs"].shape[0])
+        return step(carry, data, *args, **kwargs)
+
+    model.step = counted
+    for mode in ("continuous", "adaptive", "fixed"):
+        rows.clear()
+        metrics = evaluate(model, sudoku_data, tmp_path / mode, mode=mode, batch_size=4)
+        ran = np.load(tmp_path / mode / "predictions.npz")["steps_run"]
+        assert len(ran) == 10 and sum(rows) == ran.sum() == round(metrics["steps"] * metrics["count"]), mode
+        if mode == "continuous":
+            assert 1 < metrics["steps"] < 4  # halting varies, so the count means something

@@ -148,9 +148,9 @@ class ShuffledEngine:
     them in a shuffled order (a different finishing order than the queue's)."""
 
     def __init__(self, model, order_seed: int):
-        self.model, self.noise, self.order_seed = model, 0.0, order_seed
+        self.model, self.noise, self.order_seed, self.max_steps = model, 0.0, order_seed, 4
 
-    def run(self, items, batch_hint=None):
+    def run(self, items, batch_hint=None, record=None):
         answers = []
         for index, (tokens, _, _) in enumerate(items):
             pred = np.where(tokens == 1, 2 + tokens.sum() % 2, tokens)  # a frame-dependent answer

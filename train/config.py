@@ -195,9 +195,8 @@ def quick(family: str, model: str) -> TrainConfig:
         # 5 differentiated (x3): 10 + 15 = 25 call-units; UT differentiates all: 8 x 3 = 24
         arch = dataclasses.replace(arch, ut_max_steps=8)
     # lr 2e-3, constant after warm-up, evaluated with an EMA of the weights (rate 0.99, ~100 steps):
-    # at this lr the raw weights swing between evaluations (0.90 -> 0.73 -> 0.91 exact on 6x6
-    # Sudoku), the average climbs steadily (0.96 -> 0.99 -> 0.994 at steps 468/546/624). lr 1e-3
-    # learns more slowly; a cosine decay to 0.1x learned markedly slower in a run this short.
+    # at this lr the raw weights swing between evaluations while their average climbs steadily.
+    # lr 1e-3 learns more slowly; a cosine decay to 0.1x learned markedly slower in a run this short.
     optim = OptimConfig(global_batch_size=128, epochs=80, lr=2e-3, lr_warmup_steps=50,
                         weight_decay=1.0, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=1.0,
                         ema=True, ema_rate=0.99)
@@ -217,13 +216,13 @@ def quick(family: str, model: str) -> TrainConfig:
             # (boxes are a function of them) and 2-D RoPE let it, where 1-D RoPE or 2-D RoPE
             # alone plateau at ~0.7 cell accuracy (docs/ablation.md). lr 2e-3 diverges with
             # attention; 7e-4 does not. HRM's step is cheaper, so it gets more of them.
-            # A learned score bias per head (attn_bias=pairwise) adds a little more (0.70 vs
-            # 0.64 exact at step 876), and attention needs more steps than TRM-MLP's 1750.
+            # A learned score bias per head (attn_bias=pairwise) adds a little more, and attention
+            # needs more steps than TRM-MLP (docs/ablation.md).
             arch = dataclasses.replace(arch, pos_encodings="rope2d+learned2d", attn_bias="pairwise")
             optim = dataclasses.replace(optim, lr=7e-4, epochs=100 if model == "hrm" else 80)
         if model in ("trm", "hrm"):
-            # A cosine decay to 0.1x over the run: 0.934 -> 0.986 held-out exact for trm in the
-            # same 2500 steps, 0.710 -> 0.886 for hrm in 3125 (docs/ablation.md).
+            # A cosine decay to 0.1x over the run: markedly higher held-out exact accuracy for
+            # trm and hrm in the same number of steps (docs/ablation.md).
             optim = dataclasses.replace(optim, lr_min_ratio=0.1)
         if model == "transformer":
             # Equal compute to trm per supervision step: 12 blocks forward and backward (~36
