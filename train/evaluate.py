@@ -84,7 +84,7 @@ def run_batches(model, split: Split, batch_size: int, device: torch.device, adap
     or at halt_max_steps (fixed); its prediction is then frozen. The wrapper itself never halts a
     row early here, so rows run on unchanged until the batch is done (rows are independent).
     """
-    from puzzles.loader import eval_batches
+    from train.loader import eval_batches
     model.eval()
     K = model.config.halt_max_steps
     out: dict[str, list] = {k: [] for k in ("index", "inputs", "labels", "preds", "q_halt", "steps",
@@ -204,7 +204,7 @@ def run_continuous(model, split: Split, batch_size: int, system, max_examples: i
     (train/trajectories.py): the answer is eval.select's, and `sample_sums` holds the exact counts
     of every rule (exact_single, exact_vote, ..., exact_checked apart, exact_any = an oracle) and
     the steps of all trajectories (steps_all, the compute). Pictures show the single pass."""
-    from puzzles.loader import IGNORE_LABEL_ID
+    from train.loader import IGNORE_LABEL_ID
     from .infer import Engine, SolveResult
     from .trajectories import chosen, rule_hits, sample, select
     n = min(len(split), max_examples) if max_examples else len(split)
