@@ -12,6 +12,7 @@ Solve a file from the command line (one output line per puzzle: the solution, `u
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import time
@@ -29,6 +30,16 @@ from puzzles.sudoku_aug import (  # noqa: F401  (re-exported API)
 
 CHARS = ".123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # CHARS[d] is digit d's character; 0 = blank
 _VALUE = {ch: d for d, ch in enumerate(CHARS)} | {ch.lower(): d for d, ch in enumerate(CHARS) if d > 9} | {"0": 0}
+
+
+def box_of(n: int) -> tuple[int, int]:
+    """The box shape of an n x n Sudoku that names only its side: the squarest r x c with r * c = n
+    and r <= c (4: 2x2, 6: 2x3, 8: 2x4, 9: 3x3, 12: 3x4, 16: 4x4; a prime n gives 1 x n). The one
+    rule for the --size flag, datasets without a "box" field, and tools that know only the side."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(CHARS) - 1:
+        raise ValueError(f"a sudoku side must be an integer from 1 to {len(CHARS) - 1}, got {n!r}")
+    r = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return r, int(n) // r
 
 
 def _check_box(box: tuple[int, int]) -> tuple[int, int]:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from models import ModelConfig
+from puzzles.families import FAMILIES
 
 from .trajectories import NOISE, check_options
 
-FAMILIES = ("sudoku", "maze", "arc")
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
 # Filled by the trainer; overriding them is refused with this reason.
 DERIVED_KEYS = {
