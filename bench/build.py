@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from puzzles.build import human_bytes
+from puzzles.builders import human_bytes
 from puzzles.dataset import disk_bytes
 from puzzles.errors import UserError, run_cli
 
