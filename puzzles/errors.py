@@ -113,7 +113,7 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
     except OSError as err:
-        blocker = next((p for p in out.absolute().parents if p.exists()), None)
+        blocker = next((p for p in out.parents if p.exists()), None)
         why = f"{blocker} is not a directory" if blocker and not blocker.is_dir() else err.strerror or err
         raise PuzzleError(f"cannot write output directory {out}: {why}") from None
     try:
