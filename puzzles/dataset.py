@@ -9,8 +9,8 @@
     <root>/{train,test}/all__group_indices.npy                      int32 (num_groups + 1,)
 
 Compact storage ("storage": "compact" in dataset.json) replaces inputs/labels by family arrays
-`all__compact__<name>.npy`, expanded on demand by the family's `expand_examples` (ARC: a few
-hundred MB instead of 7 GB). Arrays open memory-mapped, so a huge dataset opens instantly.
+`all__compact__<name>.npy`, expanded on demand by the family's `expand_examples` (for ARC a small
+fraction of the full arrays). Arrays open memory-mapped, so a huge dataset opens instantly.
 
     from puzzles.dataset import load_split, write_dataset
     split = load_split("data/sudoku", "train"); inputs, labels = split.examples([0, 1, 2])

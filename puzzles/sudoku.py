@@ -146,8 +146,8 @@ def generate(count: int, box: tuple[int, int] = (3, 3), clues: tuple[int, int] |
     Each is a random full grid with clues removed in random order while the solution stays unique,
     stopping at `clues[0]`; it is kept only if it has at most `clues[1]` clues, `rate >= min_rating`
     and is new. Deterministic for `seed`. Raises ValueError after `max_attempts` rejected grids
-    (default 200 + 50 * count) when the constraints cannot be met. Minimal puzzles (no clue range)
-    take milliseconds for 4x4..9x9 but tens of seconds each for 16x16: give 16x16 a clue range.
+    (default 200 + 50 * count) when the constraints cannot be met. Minimal 16x16 puzzles (no clue
+    range) are slow to dig out, far slower than 9x9 ones (`python -m bench.puzzles`): give 16x16 a clue range.
     """
     from tqdm import tqdm
 
