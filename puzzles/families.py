@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from puzzles.errors import PuzzleError
-from puzzles.sudoku import box_of
+from puzzles.sudoku_text import box_of
 
 FAMILIES = ("sudoku", "maze", "arc")
 
