@@ -30,7 +30,7 @@ import numpy as np
 from puzzles.errors import PuzzleError, atomic_dir
 from puzzles.families import FAMILIES, families_of, grid_spec  # noqa: F401  (re-exported)
 from puzzles.splits import (  # noqa: F401  (re-exported: `from puzzles.dataset import ...` is the usual import)
-    BASE_META, COMPACT_PREFIX, EXAMPLE_FIELDS, EXPANDERS, INDEX_FIELDS, SET, Split, SplitData, check_indices,
+    BASE_META, COMPACT_PREFIX, EXPANDERS, INDEX_FIELDS, SET, Split, SplitData, check_indices,
     load_identifiers, load_split,
 )
 

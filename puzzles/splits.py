@@ -21,7 +21,6 @@ from puzzles.errors import PuzzleError
 
 SET = "all"  # the reference's single set name, prefix of every npy file
 INDEX_FIELDS = ("puzzle_identifiers", "puzzle_indices", "group_indices")
-EXAMPLE_FIELDS = ("inputs", "labels")
 COMPACT_PREFIX = f"{SET}__compact__"
 # The reference fields, in the reference's order; builders may add more after them.
 BASE_META = {"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0}
