@@ -28,6 +28,7 @@ from puzzles.builders import build_dataset
 from puzzles.errors import PuzzleError, run_cli
 from puzzles.sudoku import box_of, parse_box
 
+
 def _size(text: str) -> tuple[int, int]:
     """--size n: the box `sudoku.box_of(n)`, when its boxes are at least 2 cells on each side."""
     try:
@@ -172,6 +173,12 @@ class _RaisingParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise PuzzleError(message)
+
+    def print_help(self, file=None) -> None:  # -h inside a string of options is a mistake, not a request
+        pass
+
+    def exit(self, status: int = 0, message: str | None = None):
+        raise PuzzleError("-h/--help is not a build option")
 
 
 def parse_build_options(family: str, text: str, where: str = "build options") -> BuildOptions:

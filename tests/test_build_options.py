@@ -70,6 +70,7 @@ def test_options_refuse_a_bad_preset_count_or_family(tmp_path):
     ("--preset huge", ["--preset", "huge"]),
     ("--size 7", ["--size", "2x2"]),
     ("--from-csv 'a.csv", ["quotation"]),
+    ("--preset cpu -h", ["--help is not a build option"]),
 ])
 def test_build_option_text_mistakes_are_one_line_errors(text, words):
     with pytest.raises(PuzzleError) as info:
