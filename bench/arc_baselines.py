@@ -4,7 +4,7 @@
     python -m bench.arc_baselines data/arc-quick --model hrm --checkpoint runs/arc-hrm-quick
 
 A trained model's pass@K means little without its floor. Two floors, both scored by the same voter
-the evaluator uses (puzzles/arc_vote.py), on the dataset's held-out test inputs:
+the evaluator uses (puzzles/arc/vote.py), on the dataset's held-out test inputs:
 - copy: predict every test input as its own answer. Fed through the voter as predictions of every
   augmented copy, and checked against `copy_input_score` computed straight from the task JSON.
 - untrained: the quick preset's model for --model, freshly initialised with system.seed, run with
@@ -21,8 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc_data import load_subsets
-from puzzles.arc_vote import ArcVoter, copy_input_score
+from puzzles.arc import ArcVoter, copy_input_score, load_subsets
 from puzzles.dataset import load_identifiers, load_split
 from puzzles.errors import PuzzleError, run_cli
 

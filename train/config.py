@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from models import ArchConfig
+from puzzles.families import FAMILIES
 
 from .trajectories import NOISE, check_options
 
-FAMILIES = ("sudoku", "maze", "arc")
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
 
 
@@ -228,7 +228,7 @@ def quick(family: str, model: str) -> TrainConfig:
             # Equal compute to trm per supervision step: 12 blocks forward and backward (~36
             # block-passes) against trm's 20 forward calls of which 10 are differentiated (~40).
             arch = dataclasses.replace(arch, L_layers=12)
-    if family == "maze":  # 11x11 mazes, shortest path > 12 steps (puzzles/build.py, preset quick)
+    if family == "maze":  # 11x11 mazes, shortest path > 12 steps (puzzles/build_options.py, preset quick)
         # A path is found by spreading outwards from S and G cell by cell: the depthwise 3x3
         # convolution in the feed-forward block does one such step per layer; 2-D RoPE lets
         # attention address neighbours by (row, column) offset, learned rows/columns add where a

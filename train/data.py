@@ -26,10 +26,12 @@ def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
     """Build the dataset with the preset's builder options when its directory does not exist yet."""
     path = data_dir_of(cfg)
     if not path.exists() and is_main:
-        from puzzles.build import main as build_main  # the same code as `python -m puzzles.build`
-        args = [cfg.data.family, "--out", str(path), *shlex.split(cfg.data.build)]
-        print(f"building dataset: python -m puzzles.build {shlex.join(args)}", flush=True)
-        build_main(args)
+        from puzzles.build import parse_build_options  # the flags of `python -m puzzles.build`, typed
+        from puzzles.builders import build_dataset
+        options = parse_build_options(cfg.data.family, cfg.data.build, where="data.build")
+        print(f"building dataset: python -m puzzles.build {cfg.data.family} --out {shlex.quote(str(path))} "
+              f"{cfg.data.build}".rstrip(), flush=True)
+        print(build_dataset(cfg.data.family, path, options).summary())
     return path
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from models import Carry, DataShape, HaltingModel, build_model
 from puzzles.dataset import load_split
-from puzzles.loader import TrainLoader
+from train.loader import TrainLoader
 
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig

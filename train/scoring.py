@@ -55,7 +55,7 @@ def reduce(sums: dict[str, float], system) -> dict[str, float]:
 def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[str, float]:
     """pass@K of the ARC test tasks after mapping every augmented prediction back and voting (all
     ranks' predictions); rank 0 writes the Kaggle `submission.json` into `out_dir`."""
-    from puzzles.arc_vote import ArcVoter
+    from puzzles.arc import ArcVoter
     path = Path(data_dir) / "test_puzzles.json"
     if not path.exists():
         return {}

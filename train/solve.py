@@ -36,7 +36,6 @@ from .infer import MODES, Engine, SolveResult
 from .model_io import load_for_inference
 from .trajectories import DIVERSITY, NOISE, RULES, check_options, sample, select
 
-SUDOKU_BOX = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)}
 
 
 # --- reading puzzles ---------------------------------------------------------------------------
@@ -121,9 +120,15 @@ def answer_text(family: str, tokens: np.ndarray) -> str:
     return "".join(chars[t] if 0 <= t < len(chars) else "?" for t in tokens.tolist())
 
 
-def grid_info(family: str, n: int) -> dict:
-    """The geometry `puzzles.check.valid_solution` reads for an n x n puzzle of the model's family."""
-    return {"box": SUDOKU_BOX[n]} if family == "sudoku" else {"size": n}
+def grid_info(family: str, n: int, grid: dict | None) -> dict | None:
+    """The geometry `puzzles.check.valid_solution` reads for the model's n x n puzzles: the grid its
+    dataset had (a checkpoint's "grid"), else the box rule for the side; None when there is none."""
+    if grid and grid.get("family") == family:
+        return {k: v for k, v in grid.items() if k != "family"}
+    try:
+        return {"box": sudoku.box_of(n)} if family == "sudoku" else {"size": n}
+    except ValueError:
+        return None
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -199,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = run.model
     family = run.cfg.data.family if run.cfg is not None else None
     n = math.isqrt(model.config.seq_len)
-    if family not in ("sudoku", "maze") or n * n != model.config.seq_len or (family == "sudoku" and n not in SUDOKU_BOX):
+    info = grid_info(family, n, run.payload.get("grid"))
+    if family not in ("sudoku", "maze") or n * n != model.config.seq_len or info is None:
         raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku and maze models")
     puzzles, errors, kinds, copied = read_puzzles(path, family, n)
     want = f"{n}x{n} {family}"
@@ -218,7 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.samples == 1:
         result = engine.solve(inputs)
     else:
-        info = grid_info(family, n)
         s = sample(engine, inputs, None, args.samples, args.diversity, family, info, seed=args.seed)
         choice = select(s, args.select, inputs, partial(valid_solution, family, info))
         rows = np.arange(len(inputs))
@@ -242,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary.append(f"{args.samples} trajectories per puzzle ({args.diversity}"
                        f"{f', noise {args.noise:g}' if args.diversity != 'aug' else ''}), select {args.select}")
     if count:
-        valid = valid_solution(family, grid_info(family, n), inputs, result.preds).mean()
+        valid = valid_solution(family, info, inputs, result.preds).mean()
         summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}" if args.samples == 1 else
                        f"mean steps {result.steps.mean():.2f} per puzzle ({args.samples} trajectories of at most "
                        f"{engine.max_steps})")
