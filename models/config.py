@@ -90,16 +90,16 @@ class ArchConfig:
 
     def __post_init__(self) -> None:
         bad = self._bad
-        for field in ("hidden_size", "num_heads", "H_cycles", "L_cycles",
-                      "L_layers", "halt_max_steps", "ut_max_steps"):
-            value = getattr(self, field)
+        for name in ("hidden_size", "num_heads", "H_cycles", "L_cycles", "L_layers", "halt_max_steps",
+                     "ut_max_steps"):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(field, "must be a positive integer")
-        for field in ("puzzle_emb_ndim", "puzzle_emb_len", "H_layers",
-                      "grid_width", "ffn_conv", "unique_layers", "rrt_rank"):
-            value = getattr(self, field)
+                raise bad(name, "must be a positive integer")
+        for name in ("puzzle_emb_ndim", "puzzle_emb_len", "H_layers", "grid_width", "ffn_conv", "unique_layers",
+                     "rrt_rank"):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(field, "must be a non-negative integer")
+                raise bad(name, "must be a non-negative integer")
         if self.hidden_size % self.num_heads:
             raise bad("hidden_size", f"must be divisible by num_heads={self.num_heads}")
         if self.pos_encodings not in POS_ENCODINGS:
@@ -134,8 +134,8 @@ class ArchConfig:
                                         f"{self.hidden_size} cannot hold puzzle_emb_ndim={self.puzzle_emb_ndim}")
         self._check_variants(bad)
 
-    def _bad(self, field: str, why: str) -> ValueError:
-        return ValueError(f"{type(self).__name__}.{field}={getattr(self, field)!r}: {why}")
+    def _bad(self, name: str, why: str) -> ValueError:
+        return ValueError(f"{type(self).__name__}.{name}={getattr(self, name)!r}: {why}")
 
     def _check_variants(self, bad) -> None:
         """The recursion variants' fields (docs/variants.md)."""
@@ -147,9 +147,9 @@ class ArchConfig:
             raise bad("share_order", f"must be one of {SHARE_ORDERS}")
         if not 0.0 <= self.ut_halt_eps < 1.0:
             raise bad("ut_halt_eps", "must be in [0, 1)")
-        for field in ("ut_ponder_cost", "rrt_alpha", "mor_aux_weight"):
-            if not 0.0 <= getattr(self, field) < math.inf:
-                raise bad(field, "must be finite and >= 0")
+        for name in ("ut_ponder_cost", "rrt_alpha", "mor_aux_weight"):
+            if not 0.0 <= getattr(self, name) < math.inf:
+                raise bad(name, "must be finite and >= 0")
         if not math.isfinite(self.ut_halt_bias_init):
             raise bad("ut_halt_bias_init", "must be finite")
         if self.rrt_rank > self.hidden_size:
@@ -209,10 +209,10 @@ class ModelConfig(ArchConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         bad = self._bad
-        for field_ in ("seq_len", "vocab_size"):
-            value = getattr(self, field_)
+        for name in ("seq_len", "vocab_size"):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(field_, "must be a positive integer")
+                raise bad(name, "must be a positive integer")
         value = self.num_puzzle_identifiers
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad("num_puzzle_identifiers", "must be a non-negative integer")

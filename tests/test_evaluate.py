@@ -347,6 +347,7 @@ def test_continuous_mode_equals_adaptive(sudoku_data, tmp_path):
 def test_continuous_evaluation_runs_each_puzzle_once(sudoku_data, tmp_path):
     """The engine computes exactly the supervision steps the puzzles report (no second pass for the
     step-by-step pictures): rows computed over all engine steps == sum of steps run."""
+    from models import MODELS, ModelConfig
     torch.manual_seed(0)
     model = MODELS["trm"](ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
                                       L_cycles=1, L_layers=1, halt_max_steps=4, forward_dtype="float32"))
