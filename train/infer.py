@@ -195,14 +195,18 @@ class Engine:
                              int(out_first[j]), trace)
             owner[slots_done] = -1
 
-    @staticmethod
-    def _record(traces: list, slots: np.ndarray, preds: torch.Tensor, q_halt: torch.Tensor) -> None:
+    def _record(self, traces: list, slots: np.ndarray, preds: torch.Tensor, q_halt: torch.Tensor) -> None:
         """Append this step's answer and halting probability to the traces of recorded slots."""
         pos = [j for j, s in enumerate(slots) if traces[s] is not None]
         if not pos:
             return
         at = torch.tensor(pos, device=preds.device)
-        p, q = preds[at].cpu().numpy(), torch.sigmoid(q_halt[at].float()).cpu().numpy()
+        # The probabilities as one vector over all slots, each at its slot: a vectorised sigmoid can
+        # round the last bit of an element by where it sits in the vector, and so every puzzle's
+        # trace reads the same as when it ran in a whole batch of `slots` rows.
+        full = torch.zeros(self.slots, dtype=torch.float32, device=q_halt.device)
+        full[torch.from_numpy(slots).to(q_halt.device)] = q_halt.float()
+        p, q = preds[at].cpu().numpy(), torch.sigmoid(full)[torch.from_numpy(slots[pos]).to(q_halt.device)].cpu().numpy()
         for j, k in enumerate(pos):
             traces[slots[k]].append((p[j], q[j]))
 
