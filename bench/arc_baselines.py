@@ -4,7 +4,7 @@
     python -m bench.arc_baselines data/arc-quick --model hrm --checkpoint runs/arc-hrm-quick
 
 A trained model's pass@K means little without its floor. Two floors, both scored by the same voter
-the evaluator uses (puzzles/arc_vote.py), on the dataset's held-out test inputs:
+the evaluator uses (puzzles/arc/vote.py), on the dataset's held-out test inputs:
 - copy: predict every test input as its own answer. Fed through the voter as predictions of every
   augmented copy, and checked against `copy_input_score` computed straight from the task JSON.
 - untrained: the quick preset's model for --model, freshly initialised with system.seed, run with
@@ -21,8 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc_data import load_subsets
-from puzzles.arc_vote import ArcVoter, copy_input_score
+from puzzles.arc import ArcVoter, copy_input_score, load_subsets
 from puzzles.dataset import load_identifiers, load_split
 from puzzles.errors import PuzzleError, run_cli
 
@@ -50,31 +49,35 @@ def _line(label: str, voter: ArcVoter, groups: dict[str, list[str]]) -> dict:
 
 
 def _model_voter(data: Path, model_name: str, checkpoint: Path | None, seed: int, batch: int, puzzles, ids):
-    """A voter filled with the predictions of the untrained quick-preset model, or of a checkpoint."""
+    """A voter filled with the predictions of the untrained quick-preset model, or of a checkpoint,
+    each test row run all halt_max_steps steps (the slot engine's fixed mode, as eval.mode=fixed)."""
     import torch
+    from models import build_model
     from train.config import PRESETS
-    from train.evaluate import run_batches
-    from train.run import check_dataset_matches, make_model, model_config_for
+    from train.data import check_family, check_shape, dataset_shape
+    from train.infer import Engine
+    from train.model_io import load_run
     from train.setup import setup_system, teardown_system
 
     split = load_split(data, "test")
     system = setup_system("cpu", "auto", "off", verbose=False)
     try:
         if checkpoint is not None:
-            from train.evaluate import _load, _parser
-            args = _parser().parse_args([str(checkpoint), "--data", str(data)])
-            ckpt = checkpoint / "checkpoint.pt" if checkpoint.is_dir() else checkpoint
-            model, _, split, _ = _load(args, ckpt, lambda cfg: system)
+            run = load_run(checkpoint, dtype=system.dtype)
+            check_family("arc", split, run.payload.get("grid"), what=f"the model in {checkpoint}")
+            model, shape, emb = run.model, run.shape, run.arch.puzzle_emb_ndim > 0
         else:
-            cfg = PRESETS["quick"]("arc", model_name)
-            model_cfg = model_config_for(cfg.arch, split, system.dtype)
-            check_dataset_matches(model_cfg, split)
-            model = make_model(model_name, model_cfg, system.device, seed)
-        res = run_batches(model, split, batch, system.device, adaptive=False)  # fixed mode: all steps
+            arch, shape = PRESETS["quick"]("arc", model_name).arch, dataset_shape(split)
+            torch.manual_seed(seed)
+            model, emb = build_model(model_name, arch, shape, system.dtype), arch.puzzle_emb_ndim > 0
+        check_shape(shape, split, emb)
+        inputs, _ = split.examples(np.arange(len(split)))
+        rows_ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))
+        result = Engine(model, mode="fixed", slots=batch, device=system.device).solve(inputs, rows_ids)
     finally:
         teardown_system(system)
     voter = ArcVoter(puzzles, ids)
-    voter.add(res["puzzle_identifiers"], res["inputs"], res["preds"], torch.sigmoid(torch.from_numpy(res["q_halt"])))
+    voter.add(rows_ids, inputs, result.preds, result.q_halt_prob)
     return voter
 
 

@@ -1,19 +1,13 @@
 """Dataset build benchmark: wall seconds, peak RSS and bytes on disk of each `puzzles.build` run.
 
-    python -m bench.build --quick                      # small builds, about a minute
+    python -m bench.build --quick                      # small builds
     python -m bench.build --only arc arc-materialize   # ARC-AGI-1 train+eval + ConceptARC x 1000
     python -m bench.build                              # everything at paper size (Sudoku 9x9 takes a while)
 
 Each build runs as its own child process, so its peak RSS (`wait4` rusage ru_maxrss) is its own.
 The ARC builds need ConceptARC as Kaggle-style files (`--concept DIR`, default ../shared/data/arc
-beside the repository); the reference builder took 270 s, 14.8 GiB peak RSS and wrote 7.27 GB
-for the same set (fixture README), always materialised.
-
-Measured on the 2-core CPU dev box (other jobs running), paper sizes:
-    arc (compact)      69 s   peak RSS 0.50 GiB   72 MB    (876k train puzzles, 3.63M examples)
-    arc-materialize   110 s   peak RSS 0.61 GiB   7.27 GB  (reference: 270 s, 14.8 GiB, 7.27 GB)
-    sudoku 9x9        100 s   peak RSS 0.72 GiB   170 MB   (1000 x 1001 train, 1000 test)
-    maze 30x30          5 s   peak RSS 0.05 GiB   3.6 MB
+beside the repository). After a paper-sized ARC build the reference builder's figures for the same
+set (fixture README; always materialised) are printed beside ours; measured figures are in the README.
 """
 from __future__ import annotations
 
@@ -28,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from puzzles.build import human_bytes
+from puzzles.builders import human_bytes
 from puzzles.dataset import disk_bytes
-from puzzles.errors import UserError, run_cli
+from puzzles.errors import UserError, atomic_write, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONCEPT = ROOT.parent / "shared" / "data" / "arc"
@@ -99,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reference ARC-AGI-1 + ConceptARC x 1000: {ref['seconds']} s, peak RSS "
               f"{ref['peak_rss'] / 2**30:.1f} GiB, disk {human_bytes(ref['bytes'])}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        atomic_write(args.json, json.dumps(results, indent=1))
     return 0
 
 

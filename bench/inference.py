@@ -28,11 +28,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from puzzles.check import has_checker, valid_solution
 from puzzles.dataset import load_split
 from puzzles.errors import UserError, atomic_write, run_cli
 from train.infer import MODES, Engine, SolveResult
+from train.model_io import load_for_inference
 from train.setup import cpu_description
-from train.solve import SUDOKU_BOX, load_for_inference, valid_rows
+from train.data import family_of
 from train.trajectories import DIVERSITY, NOISE, PURE_RULES, check_options, rule_hits, sample
 
 
@@ -59,12 +61,10 @@ def timed(engine: Engine, inputs: np.ndarray, ids: np.ndarray) -> tuple[float, S
     return time.perf_counter() - start, result, engine.calls - before
 
 
-def sampling_table(model, inputs: np.ndarray, labels: np.ndarray, ids: np.ndarray, family: str, n: int,
+def sampling_table(model, inputs: np.ndarray, labels: np.ndarray, ids: np.ndarray, family: str, info: dict,
                    ks: list[int], sources: list[str], args) -> list[dict]:
     """Accuracy and speed of K trajectories per puzzle, per diversity source and K (one timed run each)."""
-    checkable = family == "maze" or (family == "sudoku" and n in SUDOKU_BOX)
-    checker = partial(valid_rows, family, n) if checkable else None
-    info = {"box": SUDOKU_BOX[n]} if family == "sudoku" and checkable else {}
+    checker = partial(valid_solution, family, info) if has_checker(family, info) else None
     rules = [*PURE_RULES, *(["checked"] if checker else [])]
     print(f"\n| diversity | K | puzzles/s | steps/puzzle | single | {' | '.join(rules)} | any (oracle) |\n"
           f"|{'---|' * (6 + len(rules))}", flush=True)
@@ -130,10 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--samples must be comma-separated integers, got {args.samples!r}") from None
     sources = [d for d in args.diversity.split(",") if d]
 
-    model, payload, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None,
-                                                device=args.device, dtype=args.dtype)
-    device = system.device
-    cfg = payload.get("config") or {}
+    run, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None,
+                                     device=args.device, dtype=args.dtype)
+    model, device = run.model, system.device
+    cfg = run.payload.get("config") or {}
     data = Path(args.data or (cfg.get("data") or {}).get("path")
                 or f"data/{(cfg.get('data') or {}).get('family')}-{cfg.get('preset', 'quick')}")
     inputs, labels, ids, meta = load_examples(data, args.split, args.max_examples)
@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if int(meta["seq_len"]) != mc.seq_len or int(meta["vocab_size"]) != mc.vocab_size:
         raise UserError(f"dataset {data} (seq_len {meta['seq_len']}, vocab {meta['vocab_size']}) does not fit "
                         f"the model (seq_len {mc.seq_len}, vocab {mc.vocab_size})")
-    family, n = meta.get("family"), math.isqrt(mc.seq_len)
-    checkable = family == "maze" or (family == "sudoku" and n in SUDOKU_BOX)
+    family, info = family_of(meta)  # the dataset's family and geometry, as the evaluator reads them
+    checkable = has_checker(family, info)
     try:
         for k in ks:
             for d in sources:
@@ -151,10 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--{err}") from None
 
     def valid_rate(preds: np.ndarray) -> float:
-        return float(valid_rows(family, n, inputs, preds).mean()) if checkable else float("nan")
+        return float(valid_solution(family, info, inputs, preds).mean()) if checkable else float("nan")
 
     print("\n".join(line for line in system.lines if not line.startswith("compile")), flush=True)
-    print(f"{args.checkpoint}: {payload.get('model_name')} ({mc.forward_dtype} compute, halt_max_steps {mc.halt_max_steps}, "
+    print(f"{args.checkpoint}: {run.name} ({mc.forward_dtype} compute, halt_max_steps {mc.halt_max_steps}, "
           f"rule {mc.halt_rule}) on {data}/{args.split}: {len(inputs)} puzzles, {args.slots} slots, {device}, "
           f"{torch.get_num_threads()} threads, compile {'on' if args.compile else 'off'}", flush=True)
     rows, table = [], []
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table.append(row)
             print(f"| {name} | {row['puzzles_per_s']:.1f} | {row['mean_steps']:.2f} | "
                   f"{100 * row['exact_accuracy']:.2f}% | {100 * row['valid']:.2f}% |", flush=True)
-    sampling = sampling_table(model, inputs, labels, ids, family, n, ks, sources, args) if ks else []
+    sampling = sampling_table(model, inputs, labels, ids, family, info, ks, sources, args) if ks else []
     if args.json:
         out = Path(args.json)
         atomic_write(out, json.dumps({"checkpoint": args.checkpoint, "data": str(data), "split": args.split,

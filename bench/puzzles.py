@@ -1,7 +1,7 @@
 """Puzzle speed benchmark: Sudoku solving, unique-puzzle generation and maze generation, one core.
 
-    python -m bench.puzzles                 # about half a minute
-    python -m bench.puzzles --quick         # fewer items, a few seconds
+    python -m bench.puzzles                 # the full set
+    python -m bench.puzzles --quick         # fewer items
     python -m bench.puzzles --sudoku-file path/to/puzzles.txt
 
 Solving counts solutions up to 2 for each puzzle (what `python -m puzzles.sudoku solve` does), so

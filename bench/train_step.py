@@ -40,11 +40,11 @@ from typing import Sequence
 
 import torch
 
-from models import MODELS, ModelConfig
-from models.layers import swiglu_width
-from models.recursion import num_differentiated_calls
+from models import ArchConfig, DataShape, build_model
 from puzzles.errors import UserError, run_cli
 from train.setup import cpu_description
+
+from .flops import measured_stats, step_flops
 
 MODES = {"fp32-eager": ("fp32", False), "fp32-compiled": ("fp32", True), "bf16-eager": ("bf16", False),
          "bf16-compiled": ("bf16", True)}
@@ -54,14 +54,18 @@ MODES = {"fp32-eager": ("fp32", False), "fp32-compiled": ("fp32", True), "bf16-e
 class BenchConfig:
     model: str
     batch: int
-    arch: dict
+    arch: dict  # ArchConfig fields
     seq_len: int = 81
     vocab_size: int = 11
+    puzzle_ids: int = 8  # puzzle identifiers of the random batches (rows of the puzzle table)
+
+    @property
+    def shape(self) -> DataShape:
+        return DataShape(self.seq_len, self.vocab_size, self.puzzle_ids)
 
 
 def _arch(**kw) -> dict:
-    base = dict(hidden_size=128, num_heads=4, expansion=4.0, halt_max_steps=16, halt_exploration_prob=0.1,
-                num_puzzle_identifiers=8)
+    base = dict(hidden_size=128, num_heads=4, expansion=4.0, halt_max_steps=16, halt_exploration_prob=0.1)
     base.update(kw)
     base.setdefault("puzzle_emb_ndim", base["hidden_size"])
     return base
@@ -91,90 +95,6 @@ CONFIGS = {
     "QM": BenchConfig("mor", 128, _arch(L_layers=2, H_cycles=3, L_cycles=4, pos_encodings="rope",
                                         puzzle_emb_ndim=0, halt_max_steps=8), seq_len=36, vocab_size=8),
 }
-
-
-def model_config(bench: BenchConfig, dtype: str) -> ModelConfig:
-    return ModelConfig(seq_len=bench.seq_len, vocab_size=bench.vocab_size,
-                       forward_dtype="bfloat16" if dtype == "bf16" else "float32", **bench.arch)
-
-
-# --- analytical FLOPs ---------------------------------------------------------------------------
-def block_flops(cfg: ModelConfig, batch: int, cells: float, keys: float | None = None) -> float:
-    """Matmul FLOPs of one block for `cells` query cells per row attending to `keys` cells per row
-    (default: the same cells). A routed (MoR) or halted (UT) cell that is not computed costs nothing."""
-    T, D = cfg.total_len, cfg.hidden_size
-    keys = cells if keys is None else keys
-    flops = 6 * batch * cells * D * swiglu_width(D, cfg.expansion)  # gate_up (2W) + down (W)
-    if cfg.mlp_t:  # the same SwiGLU over positions, for every (row, channel)
-        flops += 6 * batch * D * T * swiglu_width(T, cfg.expansion)
-    else:  # q + o projections for the queries, k + v for the keys, then QK^T and PV
-        flops += 2 * batch * cells * D * 2 * D + 2 * batch * keys * D * 2 * D + 4 * batch * cells * keys * D
-    return flops
-
-
-def net_call_flops(cfg: ModelConfig, batch: int, layers: int) -> int:
-    """Matmul FLOPs of one forward call of a ReasoningModule with `layers` blocks."""
-    return int(layers * block_flops(cfg, batch, cfg.total_len))
-
-
-def lora_call_flops(cfg: ModelConfig, layers: int) -> int:
-    """RRT: forming W + s B A for every linear map of `layers` blocks (2 r in out each, per call)."""
-    D, W = cfg.hidden_size, swiglu_width(cfg.hidden_size, cfg.expansion)
-    shapes = [(3 * D, D), (D, D), (2 * W, D), (D, W)]
-    if cfg.mlp_t:
-        Wt = swiglu_width(cfg.total_len, cfg.expansion)
-        shapes = [(2 * Wt, cfg.total_len), (cfg.total_len, Wt), (2 * W, D), (D, W)]
-    return layers * sum(2 * cfg.rrt_rank * o * i for o, i in shapes)
-
-
-def step_flops(model_name: str, cfg: ModelConfig, batch: int, stats: dict | None = None) -> int:
-    """Analytical matmul FLOPs of one training step (see the module docstring). For `ut` and `mor`
-    they are *effective* FLOPs: only the cells that are updated count, from `stats` (`ut_steps`:
-    mean steps per cell; `active`: the share of cells kept per recursion) measured in training, or
-    the config's worst case (UT: T_max) / capacities (MoR) when not given."""
-    stats = stats or {}
-    heads = 2 * batch * cfg.total_len * cfg.hidden_size * cfg.vocab_size + 2 * batch * cfg.hidden_size * 2
-    if model_name == "ut":  # grad 'full': every application differentiated
-        T, D = cfg.total_len, cfg.hidden_size
-        steps = stats.get("ut_steps", cfg.ut_max_steps)
-        per_step = cfg.L_layers * block_flops(cfg, batch, T) + 2 * batch * T * D  # + halting unit
-        return int(3 * (steps * per_step + heads))
-    if model_name == "mor":
-        return int(_mor_flops(cfg, batch, stats.get("active")) + 3 * heads)
-    L_call = net_call_flops(cfg, batch, cfg.L_layers)
-    H_call = net_call_flops(cfg, batch, cfg.H_layers if model_name == "hrm" else cfg.L_layers)
-    if model_name == "rrt":
-        L_call += lora_call_flops(cfg, cfg.L_layers)
-        H_call += lora_call_flops(cfg, cfg.L_layers)
-    # Calls in schedule order: (L x L_cycles, H) x H_cycles; the last n are differentiated.
-    calls = [L_call] * cfg.L_cycles + [H_call]
-    calls = calls * cfg.H_cycles
-    n_grad = num_differentiated_calls(cfg.grad_mode, cfg.H_cycles, cfg.L_cycles)
-    forward = sum(calls) + heads
-    flops = sum(calls[:-n_grad]) + 3 * (sum(calls[-n_grad:]) + heads)
-    if cfg.halt_rule == "q_halt_vs_continue" and cfg.halt_max_steps > 1:
-        flops += forward  # the no-grad bootstrap step for the Q-continue target
-    return flops
-
-
-def _mor_flops(cfg: ModelConfig, batch: int, active: list[float] | None) -> float:
-    """MoR's recursions (H-cycles): the TRM cycle on the kept cells, x3 where differentiated."""
-    from models.mor import capacities
-
-    T = cfg.total_len
-    shares = active or capacities(cfg)
-    n_grad = num_differentiated_calls(cfg.grad_mode, cfg.H_cycles, cfg.L_cycles)
-    first_grad = cfg.H_cycles * (cfg.L_cycles + 1) - n_grad
-    flops, call = 0.0, 0
-    for share in shares:
-        cells = share * T
-        keys = T if cfg.mor_attend == "all" else cells
-        per_call = cfg.L_layers * block_flops(cfg, batch, cells, keys)
-        flops += 2 * batch * T * cfg.hidden_size * cfg.H_cycles  # the router
-        for _ in range(cfg.L_cycles + 1):
-            flops += per_call * (3 if call >= first_grad else 1)
-            call += 1
-    return flops
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -207,7 +127,7 @@ def random_batches(bench: BenchConfig, count: int, seed: int = 0,
     for _ in range(count):
         inputs = torch.randint(1, high, (bench.batch, bench.seq_len), generator=g, dtype=torch.int32)
         labels = torch.randint(2, high, (bench.batch, bench.seq_len), generator=g, dtype=torch.int64)
-        ids = torch.randint(1, bench.arch["num_puzzle_identifiers"], (bench.batch,), generator=g, dtype=torch.int32)
+        ids = torch.randint(1, bench.puzzle_ids, (bench.batch,), generator=g, dtype=torch.int32)
         out.append({k: v.to(device) for k, v in
                     {"inputs": inputs, "labels": labels, "puzzle_identifiers": ids}.items()})
     return out
@@ -226,7 +146,8 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
         bench = dataclasses.replace(bench, arch=bench.arch | arch)
     dev = torch.device(device)
     torch.manual_seed(seed)
-    model = MODELS[bench.model](model_config(bench, dtype)).to(dev)
+    model = build_model(bench.model, ArchConfig(**bench.arch), bench.shape,
+                        "bfloat16" if dtype == "bf16" else "float32").to(dev)
     cfg = model.config
     trainer = TrainStep(model, OptimConfig(global_batch_size=bench.batch, lr_warmup_steps=10),
                         total_steps=10_000, compile=compile)
@@ -271,17 +192,6 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
             "threads": torch.get_num_threads(), **compile_stats}
 
 
-def measured_stats(sums: dict[str, float], rows: int) -> dict:
-    """`step_flops` stats from the summed mean_* metrics of `rows` rows: UT steps, MoR kept shares."""
-    stats = {}
-    if "mean_ut_steps" in sums:
-        stats["ut_steps"] = sums["mean_ut_steps"] / rows
-    active = sorted((int(k[len("mean_active_r"):]), v / rows) for k, v in sums.items() if k.startswith("mean_active_r"))
-    if active:
-        stats["active"] = [v for _, v in active]
-    return stats
-
-
 def format_row(r: dict) -> str:
     mode = f"{r['dtype']}-{'compiled' if r['compile'] else 'eager'}"
     return (f"{r['config']:>2} {mode:<14} {r['median_s']:8.3f} {r['min_s']:8.3f} {r['tokens_per_s']:9.0f} "
@@ -322,9 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = {}
     for item in args.arch:
         key, _, value = item.partition("=")
-        types = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig)}
+        types = {f.name: str(f.type) for f in dataclasses.fields(ArchConfig)}
         if key not in types or not value or (types[key] == "int" and not value.isdigit()):
-            raise UserError(f"--arch {item!r}: expected KEY=VALUE with KEY a ModelConfig field and an "
+            raise UserError(f"--arch {item!r}: expected KEY=VALUE with KEY an ArchConfig field and an "
                             f"integer for integer fields (e.g. H_cycles=2)")
         arch[key] = int(value) if types[key] == "int" else value
     names = [c.strip() for c in args.configs.split(",") if c.strip()]

@@ -8,11 +8,11 @@ inside one halting (deep-supervision) wrapper with the reference loss head.
 
 See models/halting.py for the step API and models/reference.py to import reference weights.
 """
-from .config import ModelConfig
+from .config import ArchConfig, DataShape, ModelConfig
 from .embedding import SparsePuzzleEmbedding
 from .halting import Carry, HaltingModel
 from .reference import config_from_reference, load_reference_state_dict
 from .registry import MODELS, build_model
 
-__all__ = ["MODELS", "Carry", "HaltingModel", "ModelConfig", "SparsePuzzleEmbedding", "build_model",
+__all__ = ["MODELS", "ArchConfig", "Carry", "DataShape", "HaltingModel", "ModelConfig", "SparsePuzzleEmbedding", "build_model",
            "config_from_reference", "load_reference_state_dict"]

@@ -1,10 +1,14 @@
-"""ModelConfig: the one configuration dataclass shared by every model in `models/`.
+"""Model configuration: what the user chooses (ArchConfig), what the dataset dictates (DataShape),
+and the two together with the compute dtype (ModelConfig, what a model holds as `model.config`).
+
+    config = ModelConfig.of(ArchConfig(hidden_size=128), DataShape(seq_len=81, vocab_size=11), "float32")
 
 Field names follow the reference (HRM / TRM `*_ACTV1Config`) so a reference config dict maps
 over almost unchanged (see `models.reference.config_from_reference`). Everything is validated in
 `__post_init__`; a bad value raises ValueError naming the field.
 
-`halt_rule` and `grad_mode` may be left as None: each model in `models.MODELS` then fills in its
+`models.build_model(name, arch, shape, dtype)` is the one way the trainer, the evaluator and the
+tools make a model from the parts. `halt_rule` and `grad_mode` may be left as None: each model in `models.MODELS` then fills in its
 reference default (HRM: q_halt_vs_continue + one_step; TRM: q_halt + last_cycle).
 
 Sequence length: every model sees P + S positions (P = `prefix_len`, the puzzle prefix). Batches
@@ -14,7 +18,7 @@ are (.., P + S) matrices, and for learned positions. Pad shorter puzzles to seq_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -34,11 +38,19 @@ def dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, value in FORWARD_DTYPES.items() if value == dtype)
 
 
-@dataclass
-class ModelConfig:
+@dataclass(frozen=True)
+class DataShape:
+    """What the dataset dictates (its dataset.json): the model cannot choose these."""
+
     seq_len: int  # S: tokens per example (81 for 9x9 Sudoku, 900 for ARC)
     vocab_size: int  # V
     num_puzzle_identifiers: int = 1  # rows of the puzzle-embedding table
+
+
+@dataclass
+class ArchConfig:
+    """The architecture: everything about a model the user chooses (presets, `arch.key=value`)."""
+
     puzzle_emb_ndim: int = 0  # width of one puzzle vector; 0 = no puzzle embedding
     puzzle_emb_len: int = 0  # P, prefix positions; 0 = derive ceil(puzzle_emb_ndim / hidden_size)
     hidden_size: int = 512  # D
@@ -59,9 +71,7 @@ class ModelConfig:
     halt_exploration_prob: float = 0.1
     halt_rule: str | None = None  # 'q_halt' | 'q_halt_vs_continue'; None = model default
     grad_mode: str | None = None  # 'one_step' | 'last_cycle' | 'full'; None = model default
-    forward_dtype: str = "bfloat16"  # compute dtype; weights always stay float32
     loss: str = "stablemax"  # 'stablemax' | 'softmax' cross-entropy
-    eval_adaptive: bool = False  # apply the halting rule in eval too (else run halt_max_steps)
     # --- recursion variants (docs/variants.md): layer sharing, ut, rrt, mor ---------------------
     unique_layers: int = 0  # M distinct blocks over the (L_cycles+1)*L_layers positions of one H-cycle; 0 = L_layers
     share_order: str = "cycle"  # 'sequence' AABB | 'cycle' ABAB | 'cycle_rev' ABBA over those positions
@@ -79,19 +89,17 @@ class ModelConfig:
     mor_aux_weight: float = 0.01  # weight of the router BCE (expert) or balancing loss (token)
 
     def __post_init__(self) -> None:
-        def bad(field: str, why: str) -> ValueError:
-            return ValueError(f"ModelConfig.{field}={getattr(self, field)!r}: {why}")
-
-        for field in ("seq_len", "vocab_size", "hidden_size", "num_heads", "H_cycles", "L_cycles",
-                      "L_layers", "halt_max_steps", "ut_max_steps"):
-            value = getattr(self, field)
+        bad = self._bad
+        for name in ("hidden_size", "num_heads", "H_cycles", "L_cycles", "L_layers", "halt_max_steps",
+                     "ut_max_steps"):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(field, "must be a positive integer")
-        for field in ("num_puzzle_identifiers", "puzzle_emb_ndim", "puzzle_emb_len", "H_layers",
-                      "grid_width", "ffn_conv", "unique_layers", "rrt_rank"):
-            value = getattr(self, field)
+                raise bad(name, "must be a positive integer")
+        for name in ("puzzle_emb_ndim", "puzzle_emb_len", "H_layers", "grid_width", "ffn_conv", "unique_layers",
+                     "rrt_rank"):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(field, "must be a non-negative integer")
+                raise bad(name, "must be a non-negative integer")
         if self.hidden_size % self.num_heads:
             raise bad("hidden_size", f"must be divisible by num_heads={self.num_heads}")
         if self.pos_encodings not in POS_ENCODINGS:
@@ -109,14 +117,10 @@ class ModelConfig:
             raise bad("attn_bias", f"must be one of {ATTN_BIASES}")
         if self.attn_bias != "none" and self.mlp_t:
             raise bad("attn_bias", "mlp_t has no attention scores to bias")
-        if self.pos_encodings.endswith("2d") or self.ffn_conv:
-            self.grid_shape  # raises if seq_len is not a grid
         if self.halt_rule is not None and self.halt_rule not in HALT_RULES:
             raise bad("halt_rule", f"must be one of {HALT_RULES} (or None for the model default)")
         if self.grad_mode is not None and self.grad_mode not in GRAD_MODES:
             raise bad("grad_mode", f"must be one of {GRAD_MODES} (or None for the model default)")
-        if self.forward_dtype not in FORWARD_DTYPES:
-            raise bad("forward_dtype", f"must be one of {tuple(FORWARD_DTYPES)}")
         if self.loss not in LOSSES:
             raise bad("loss", f"must be one of {LOSSES}")
         if not 0 < self.expansion < math.inf:
@@ -125,12 +129,13 @@ class ModelConfig:
             raise bad("halt_exploration_prob", "must be a probability in [0, 1]")
         if not 0 < self.rms_norm_eps < math.inf:
             raise bad("rms_norm_eps", "must be positive and finite")
-        if self.puzzle_emb_ndim > 0 and self.num_puzzle_identifiers < 1:
-            raise bad("num_puzzle_identifiers", "must be >= 1 when puzzle_emb_ndim > 0")
         if self.puzzle_emb_len and self.puzzle_emb_len * self.hidden_size < self.puzzle_emb_ndim:
             raise bad("puzzle_emb_len", f"{self.puzzle_emb_len} prefix positions x hidden_size "
                                         f"{self.hidden_size} cannot hold puzzle_emb_ndim={self.puzzle_emb_ndim}")
         self._check_variants(bad)
+
+    def _bad(self, name: str, why: str) -> ValueError:
+        return ValueError(f"{type(self).__name__}.{name}={getattr(self, name)!r}: {why}")
 
     def _check_variants(self, bad) -> None:
         """The recursion variants' fields (docs/variants.md)."""
@@ -142,9 +147,9 @@ class ModelConfig:
             raise bad("share_order", f"must be one of {SHARE_ORDERS}")
         if not 0.0 <= self.ut_halt_eps < 1.0:
             raise bad("ut_halt_eps", "must be in [0, 1)")
-        for field in ("ut_ponder_cost", "rrt_alpha", "mor_aux_weight"):
-            if not 0.0 <= getattr(self, field) < math.inf:
-                raise bad(field, "must be finite and >= 0")
+        for name in ("ut_ponder_cost", "rrt_alpha", "mor_aux_weight"):
+            if not 0.0 <= getattr(self, name) < math.inf:
+                raise bad(name, "must be finite and >= 0")
         if not math.isfinite(self.ut_halt_bias_init):
             raise bad("ut_halt_bias_init", "must be finite")
         if self.rrt_rank > self.hidden_size:
@@ -169,14 +174,59 @@ class ModelConfig:
         return self.puzzle_emb_len or math.ceil(self.puzzle_emb_ndim / self.hidden_size)
 
     @property
-    def total_len(self) -> int:
-        """P + S: positions the recursion sees (also the width of TRM-MLP's token mixer)."""
-        return self.prefix_len + self.seq_len
-
-    @property
     def rope_kind(self) -> str:
         """Rotary position code in attention: 'none', '1d' (flattened sequence) or '2d' (axial)."""
         return {"rope": "1d", "rope2d": "2d", "rope2d+learned2d": "2d"}.get(self.pos_encodings, "none")
+
+
+
+@dataclass
+class ModelConfig(ArchConfig):
+    """An architecture fitted to a dataset, in a compute dtype: what a built model holds."""
+
+    seq_len: int = field(kw_only=True)  # DataShape.seq_len
+    vocab_size: int = field(kw_only=True)  # DataShape.vocab_size
+    num_puzzle_identifiers: int = field(default=1, kw_only=True)  # DataShape.num_puzzle_identifiers
+    forward_dtype: str = field(default="bfloat16", kw_only=True)  # compute dtype; weights always stay float32
+
+    @classmethod
+    def of(cls, arch: ArchConfig, shape: DataShape, dtype: str | torch.dtype) -> "ModelConfig":
+        """The architecture fitted to `shape`; ValueError when they do not fit (e.g. 2-D positions
+        on a sequence that is not a grid)."""
+        return cls(**{f.name: getattr(arch, f.name) for f in fields(ArchConfig)},
+                   seq_len=shape.seq_len, vocab_size=shape.vocab_size,
+                   num_puzzle_identifiers=shape.num_puzzle_identifiers,
+                   forward_dtype=dtype if isinstance(dtype, str) else dtype_name(dtype))
+
+    @property
+    def arch(self) -> ArchConfig:
+        return ArchConfig(**{f.name: getattr(self, f.name) for f in fields(ArchConfig)})
+
+    @property
+    def shape(self) -> DataShape:
+        return DataShape(self.seq_len, self.vocab_size, self.num_puzzle_identifiers)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bad = self._bad
+        for name in ("seq_len", "vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "must be a positive integer")
+        value = self.num_puzzle_identifiers
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad("num_puzzle_identifiers", "must be a non-negative integer")
+        if self.forward_dtype not in FORWARD_DTYPES:
+            raise bad("forward_dtype", f"must be one of {tuple(FORWARD_DTYPES)}")
+        if self.pos_encodings.endswith("2d") or self.ffn_conv:
+            self.grid_shape  # raises if seq_len is not a grid
+        if self.puzzle_emb_ndim > 0 and self.num_puzzle_identifiers < 1:
+            raise bad("num_puzzle_identifiers", "must be >= 1 when puzzle_emb_ndim > 0")
+
+    @property
+    def total_len(self) -> int:
+        """P + S: positions the recursion sees (also the width of TRM-MLP's token mixer)."""
+        return self.prefix_len + self.seq_len
 
     @property
     def grid_shape(self) -> tuple[int, int]:

@@ -143,7 +143,7 @@ class HaltingModel(nn.Module):
         with torch.no_grad():
             steps = carry.steps + 1
             halted = steps >= cfg.halt_max_steps
-            use_rule = self.training or (cfg.eval_adaptive if adaptive is None else adaptive)
+            use_rule = self.training or bool(adaptive)
             if use_rule and cfg.halt_max_steps > 1:
                 halted = halted | self.wants_halt(q_halt, q_continue)
                 if self.training:

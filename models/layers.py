@@ -183,10 +183,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     """softmax(q k^T / sqrt(d)) v over (B, H, T, d), no mask, not causal.
 
     On CPU in bf16 the explicit form wins: for these short sequences (T ~ 100, d 32-64) PyTorch's
-    CPU flash kernel is as fast forward but 3-4x slower backward (bench/train_step.py, config A),
-    and under torch.compile the explicit form fuses scale + softmax around two oneDNN batched
-    matmuls. In float32, and off the CPU, the fused kernel wins (config A fp32 eager: 2.14 s per
-    step against 2.38 s explicit)."""
+    CPU flash kernel is as fast forward but much slower backward, and under torch.compile the
+    explicit form fuses scale + softmax around two oneDNN batched matmuls. In float32, and off the
+    CPU, the fused kernel wins. Measure with `python -m bench.train_step --config A --all`."""
     if q.device.type != "cpu" or q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     # Scaling q (T x d) is cheaper than scaling the scores (T x T), and keeps inductor from

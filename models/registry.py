@@ -1,7 +1,9 @@
-"""Model registry: name -> constructor taking a ModelConfig and returning the halting wrapper.
+"""Model registry: name -> constructor taking a ModelConfig and returning the halting wrapper, and
+`build_model`, the one way to make a model from what the user chose and what the dataset dictates.
 
-    from models import MODELS, ModelConfig
-    model = MODELS["trm"](ModelConfig(seq_len=81, vocab_size=11, forward_dtype="float32"))
+    from models import ArchConfig, DataShape, build_model
+    model = build_model("trm", ArchConfig(hidden_size=128), DataShape(seq_len=81, vocab_size=11), "float32")
+    model = MODELS["trm"](config)            # from a complete ModelConfig (e.g. a checkpoint's model.config)
 
 Each constructor fills the config fields left as None (`halt_rule`, `grad_mode`) with its
 core's reference default and stores the resolved config as `model.config`:
@@ -20,7 +22,9 @@ from typing import Callable
 
 from torch import nn
 
-from .config import ModelConfig
+import torch
+
+from .config import ArchConfig, DataShape, ModelConfig
 from .halting import HaltingModel
 from .hrm import HRMCore
 from .transformer import TransformerCore
@@ -78,8 +82,10 @@ MODELS: dict[str, Callable[[ModelConfig], HaltingModel]] = {
 }
 
 
-def build_model(name: str, config: ModelConfig) -> HaltingModel:
-    """MODELS[name](config) with a clear error for an unknown name."""
+def build_model(name: str, arch: ArchConfig, shape: DataShape, dtype: str | torch.dtype) -> HaltingModel:
+    """The `name` model with architecture `arch` fitted to `shape`, computing in `dtype` (weights stay
+    float32). ValueError for an unknown name or an architecture that does not fit the shape.
+    Lives beside MODELS so that models/ alone can build any model (no trainer needed)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](config)
+    return MODELS[name](ModelConfig.of(arch, shape, dtype))

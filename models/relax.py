@@ -94,10 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.checkpoint import load_checkpoint, save_checkpoint
     from train.config import PRESETS, OptimConfig
     from train.overrides import config_leaves, config_to_dict, diff_configs
-    from train.run import CHECKPOINT, config_from_checkpoint
+    from train.model_io import config_from_checkpoint, model_record, stored_model
+    from train.run import CHECKPOINT
     from train.step import TrainStep
 
-    from .registry import build_model
+    from .registry import MODELS
 
     p = argparse.ArgumentParser(prog="python -m models.relax", description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="run folder of an untied trm / trm-mlp run (holds checkpoint.pt)")
@@ -117,12 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if payload.get("model_name") not in ("trm", "trm-mlp"):
         raise UserError(f"{args.run}: models.relax converts a trm or trm-mlp run, this is a "
                         f"{payload.get('model_name')!r} run")
-    model_cfg = ModelConfig(**payload["model_config"])
+    model_cfg = ModelConfig.of(*stored_model(payload, args.run)[1:])
     try:
         rrt_cfg, state = relax_state_dict(model_cfg, payload["model"], args.init, args.rank, args.layers, args.order)
     except ValueError as err:
         raise UserError(f"{err} (--rank / --layers / --order)") from None
-    model = build_model("rrt", rrt_cfg)
+    model = MODELS["rrt"](rrt_cfg)
     model.load_state_dict(state)
     changed = {f.name: getattr(rrt_cfg, f.name) for f in dataclasses.fields(ModelConfig)
                if f.name in ("unique_layers", "share_order", "rrt_rank")}
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_checkpoint(target, {
         "config": config_to_dict(new), "model": model.state_dict(), "optim": fresh.state_dict(),
         "loader": payload["loader"], "rng": payload["rng"], "carry": None, "step": 0,
-        "model_config": config_to_dict(rrt_cfg), "model_name": "rrt", "grid": payload.get("grid")})
+        **model_record("rrt", model, payload.get("grid"))})
     base = PRESETS[new.preset](new.data.family, "rrt")
     leaves = config_leaves(new)
     overrides = [shlex.quote(f"{k}={leaves[k]}") for k in diff_configs(base, new) if k not in ("model", "preset")]

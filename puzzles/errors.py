@@ -3,14 +3,17 @@
 Every command-line entry point of the project runs through `run_cli`, so a mistake the user
 can fix (a bad file, a bad option, a full disk, a read-only folder) ends as
 `error: <what and where>` on stderr and exit code 2, never as a traceback. Programming errors
-still raise normally. `atomic_write` is the one writer of small result files: a temp file beside
-the target, renamed over it, and removed again if anything fails.
+still raise normally. `atomic_write` is the one writer of result files: a temp file beside the
+target, renamed over it, and removed again if anything fails; `atomic_dir` does the same for a
+folder (datasets, HTML reports).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -97,6 +100,35 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[object],
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh folder beside `out` to fill; when the block succeeds it becomes `out` in one
+    rename (an existing `out` is moved aside first and deleted after, so a failure never loses
+    both), and a failed block leaves no trace. Whether `out` may be replaced is the caller's check."""
+    out = Path(out)
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as err:
+        blocker = next((p for p in out.parents if p.exists()), None)
+        why = f"{blocker} is not a directory" if blocker and not blocker.is_dir() else err.strerror or err
+        raise PuzzleError(f"cannot write output directory {out}: {why}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; give it a normal folder's mode
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 CSV_HEADER = ["source", "question", "answer", "rating"]  # Sudoku-Extreme and Maze-Hard CSV files

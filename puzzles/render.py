@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from puzzles.arc import canvas_of
-from puzzles.dataset import FAMILIES, grid_spec  # noqa: F401  (grid_spec re-exported for callers)
 from puzzles.errors import PuzzleError, atomic_write
+from puzzles.families import FAMILIES, grid_spec  # noqa: F401  (grid_spec re-exported for callers)
 
 ARC_PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
                "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25")

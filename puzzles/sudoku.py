@@ -2,8 +2,7 @@
 
 A box (r, c) means boxes r rows tall and c columns wide; the side is n = r * c (4x4: (2, 2),
 6x6: (2, 3), 9x9: (3, 3), 16x16: (4, 4)). Grids are numpy (n, n) ints with 0 = blank.
-Text form: one puzzle per line, n*n cells from `CHARS` ('1'-'9', then 'A'=10, 'B'=11, ... so 16x16
-uses 1-9A-G), '.' or '0' blank.
+Text form, readers and the box rules: puzzles/sudoku_text.py (re-exported here).
 
 Solve a file from the command line (one output line per puzzle: the solution, `unsolvable` or
 `multiple`; a speed summary on stderr):
@@ -15,29 +14,17 @@ import argparse
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from puzzles import sudoku_solver as _solver
-from puzzles.errors import PuzzleError, csv_rows, run_cli, text_lines
+from puzzles.errors import run_cli
 from puzzles.sudoku_aug import (  # noqa: F401  (re-exported API)
     SudokuAug, augment, augmentation_from_array, augmentation_to_array, invert_augmentation,
     random_augmentation,
 )
-
-CHARS = ".123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # CHARS[d] is digit d's character; 0 = blank
-_VALUE = {ch: d for d, ch in enumerate(CHARS)} | {ch.lower(): d for d, ch in enumerate(CHARS) if d > 9} | {"0": 0}
-
-
-def _check_box(box: tuple[int, int]) -> tuple[int, int]:
-    r, c = (int(v) for v in box)
-    if r < 1 or c < 1 or r * c > len(CHARS) - 1:
-        raise ValueError(f"box {r}x{c} is not supported: sides must be >= 1 and the grid side r*c at most "
-                         f"{len(CHARS) - 1} (one character per digit)")
-    return r, c
-
+from puzzles.sudoku_text import CHARS, box_of, check_box as _check_box, read_csv, read_text, to_text  # noqa: F401
 
 def _grid(grid: np.ndarray, box: tuple[int, int]) -> np.ndarray:
     n = box[0] * box[1]
@@ -135,8 +122,8 @@ def generate(count: int, box: tuple[int, int] = (3, 3), clues: tuple[int, int] |
     Each is a random full grid with clues removed in random order while the solution stays unique,
     stopping at `clues[0]`; it is kept only if it has at most `clues[1]` clues, `rate >= min_rating`
     and is new. Deterministic for `seed`. Raises ValueError after `max_attempts` rejected grids
-    (default 200 + 50 * count) when the constraints cannot be met. Minimal puzzles (no clue range)
-    take milliseconds for 4x4..9x9 but tens of seconds each for 16x16: give 16x16 a clue range.
+    (default 200 + 50 * count) when the constraints cannot be met. Minimal 16x16 puzzles (no clue
+    range) are slow to dig out, far slower than 9x9 ones (`python -m bench.puzzles`): give 16x16 a clue range.
     """
     from tqdm import tqdm
 
@@ -195,58 +182,6 @@ def decode(tokens: np.ndarray, n: int) -> np.ndarray:
     if t.size and (t.min() < 1 or t.max() > n + 1):
         raise ValueError(f"sudoku tokens must be 1..{n + 1} (0 is padding), got {t.min()}..{t.max()}")
     return (t.astype(np.int64) - 1).astype(np.uint8).reshape(*t.shape[:-1], n, n)
-
-
-def to_text(grid: np.ndarray) -> str:
-    """One-line text form of a grid (blank '.')."""
-    return "".join(CHARS[int(v)] for v in np.asarray(grid).ravel())
-
-
-def _parse_cells(text: str, n: int, where: str) -> np.ndarray:
-    cells = [_VALUE.get(ch, n + 1) for ch in text]
-    if max(cells, default=0) > n:
-        bad = next(ch for ch, v in zip(text, cells) if v > n)
-        raise PuzzleError(f"{where}: invalid character {bad!r} in a {n}x{n} sudoku (cells: '.', '0', {CHARS[1:n + 1]})")
-    return np.array(cells, dtype=np.uint8).reshape(n, n)
-
-
-def read_text(path: str | Path, box: tuple[int, int] = (3, 3)) -> list[tuple[int, np.ndarray]]:
-    """(line number, grid) for each puzzle line of a one-puzzle-per-line file. Blank lines and
-    '#' comments are skipped; text after the n*n cells (separated by whitespace) is ignored."""
-    r, c = _check_box(box)
-    n = r * c
-    out = []
-    for lineno, line in enumerate(text_lines(path), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        cells, rest = line[: n * n], line[n * n:]
-        if len(cells) < n * n or (rest and not rest[0].isspace()):
-            width = len(line.split()[0])
-            raise PuzzleError(f"{path}:{lineno}: expected {n * n} cells for a {n}x{n} sudoku, got {width}")
-        out.append((lineno, _parse_cells(cells, n, f"{path}:{lineno}")))
-    return out
-
-
-def read_csv(path: str | Path, box: tuple[int, int] = (3, 3)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(questions, answers, ratings) from a Sudoku-Extreme CSV (`source,question,answer,rating`,
-    '.' blank): uint8 (N, n, n), uint8 (N, n, n), int64 (N,)."""
-    r, c = _check_box(box)
-    n = r * c
-    questions, answers, ratings = [], [], []
-    for lineno, row in csv_rows(path):
-        where = f"{path}:{lineno}"
-        for text, out in ((row[1], questions), (row[2], answers)):
-            if len(text) != n * n:
-                raise PuzzleError(f"{where}: expected {n * n} cells, got {len(text)}")
-            out.append(_parse_cells(text, n, where))
-        try:
-            ratings.append(int(row[3]))
-        except ValueError:
-            raise PuzzleError(f"{where}: rating must be an integer, got {row[3]!r}") from None
-    shape = (len(questions), n, n)
-    return (np.array(questions, dtype=np.uint8).reshape(shape), np.array(answers, dtype=np.uint8).reshape(shape),
-            np.array(ratings, dtype=np.int64))
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from puzzles import arc
-from puzzles.arc_build import _draw_offsets, _Group
+from puzzles.arc.build import _draw_offsets, _Group, build_arc
 from puzzles.errors import PuzzleError
 from puzzles.grid import dihedral
 
@@ -153,7 +153,7 @@ def test_expand_examples_matches_encoding_for_every_transform_and_offset():
 # ------------------------------------------------------------------------------- reference fixture
 
 def test_build_reproduces_reference_fixture(tiny, fixture_dir):
-    build = arc.build_arc(arc.load_subsets(tiny, ["training", "evaluation"]), "evaluation", 2, 42, materialize=True)
+    build = build_arc(arc.load_subsets(tiny, ["training", "evaluation"]), "evaluation", 2, 42, materialize=True)
     assert build.identifiers == json.loads((fixture_dir / "identifiers.json").read_text())
     assert build.test_puzzles == json.loads((fixture_dir / "test_puzzles.json").read_text())
     for split in ("train", "test"):
@@ -215,8 +215,8 @@ def test_offset_draws_match_sequential_randint():
 
 def test_compact_expand_equals_materialised_build(tiny):
     tasks = arc.load_subsets(tiny, ["training", "evaluation"])
-    full = arc.build_arc(tasks, "evaluation", 6, 3, materialize=True)
-    compact = arc.build_arc(tasks, "evaluation", 6, 3)
+    full = build_arc(tasks, "evaluation", 6, 3, materialize=True)
+    compact = build_arc(tasks, "evaluation", 6, 3)
     assert compact.identifiers == full.identifiers and len(full.identifiers) == 1 + 3 * 7
     for split in ("train", "test"):
         f, c = full.splits[split], compact.splits[split]
@@ -238,7 +238,7 @@ def test_compact_expand_equals_materialised_build(tiny):
 def test_duplicates_are_dropped_and_reported():
     dot, pair = np.array([[1]], np.uint8), np.array([[1, 1]], np.uint8)
     one = arc.Task(train=[(dot, pair)], test=[(dot, pair)])
-    build = arc.build_arc({"training": {"a": one}, "evaluation": {"b": one}}, "evaluation", 40, 0)
+    build = build_arc({"training": {"a": one}, "evaluation": {"b": one}}, "evaluation", 40, 0)
     # colour 1 -> 9 choices, times 2 shapes of [[c, c]] (transposed or not) = 18 contents, minus the original
     assert build.short_groups == {"a": 17, "b": 17}
     assert len(build.splits["train"].puzzle_identifiers) == 36 and len(build.identifiers) == 37
@@ -277,7 +277,7 @@ def test_voter_on_fixture(fixture_dir):
 
 def test_voter_on_own_random_build_ranks_by_votes_then_q(tiny):
     tasks = arc.load_subsets(tiny, ["training", "evaluation"])
-    build = arc.build_arc(tasks, "training", 9, 11)  # here the training subset is the test set
+    build = build_arc(tasks, "training", 9, 11)  # here the training subset is the test set
     split = build.splits["test"]
     n = int(split.puzzle_indices[-1])
     x, y = arc.expand_examples(split.compact, np.arange(n))
@@ -375,7 +375,7 @@ def test_bad_sources(tmp_path):
     with pytest.raises(PuzzleError, match="unknown subset 'evaluation'"):
         arc.load_tasks(tmp_path / "folder", ["training", "evaluation"])
     with pytest.raises(PuzzleError, match="not among the subsets"):
-        arc.build_arc({"training": {}}, "evaluation", 1, 0)
+        build_arc({"training": {}}, "evaluation", 1, 0)
 
 
 def test_folder_source_keeps_unknown_test_outputs(tmp_path):
@@ -388,7 +388,7 @@ def test_folder_source_keeps_unknown_test_outputs(tmp_path):
 def test_compact_build_written_and_read_back(tiny, fixture_dir, tmp_path):
     from puzzles.dataset import load_identifiers, load_split, write_dataset
 
-    build = arc.build_arc(arc.load_subsets(tiny, ["training", "evaluation"]), "evaluation", 2, 42)
+    build = build_arc(arc.load_subsets(tiny, ["training", "evaluation"]), "evaluation", 2, 42)
     out = write_dataset(tmp_path / "arc", build.identifiers, build.splits, {"test_puzzles.json": build.test_puzzles})
     assert load_identifiers(out) == build.identifiers
     for split in ("train", "test"):

@@ -25,7 +25,7 @@ from train.checkpoint import load_checkpoint
 from train.config import PRESETS
 from train.loop import lock_run_dir, train
 from train.overrides import ConfigError
-from train.run import apply_user_overrides
+from train.overrides import apply_overrides
 
 from .test_infer import sudoku_ckpt  # noqa: F401  (fixture)
 from .test_train import TINY, _keep_threads, assert_same, build_sudoku, final_state, sudoku_data, tiny_cfg  # noqa: F401
@@ -203,7 +203,7 @@ def test_sudoku_solve_bom_binary_and_box(tmp_path, capsys):
                                       "optim.lr_min_ratio=nan", "arch.rms_norm_eps=inf"])
 def test_non_finite_numbers_refused_at_config_time(override):
     with pytest.raises(ConfigError, match=override.split("=")[0].split(".")[-1]):
-        apply_user_overrides(PRESETS["quick"]("sudoku", "trm"), [override])
+        apply_overrides(PRESETS["quick"]("sudoku", "trm"), [override])
 
 
 def test_trainer_refuses_bad_numbers_without_starting(tmp_path, sudoku_data, capsys):

@@ -18,7 +18,8 @@ from models import HaltingModel
 from puzzles.dataset import load_split
 from puzzles.errors import run_cli
 from train.config import EvalConfig
-from train.evaluate import evaluate_split, main
+from train.evaluate import main
+from train.evaluation import evaluate_split
 from train.setup import System
 
 from .test_train import _keep_threads, build_sudoku, sudoku_data, tiny_cfg, trained_run  # noqa: F401
@@ -29,35 +30,47 @@ ARC_INPUTS = "datasets/inputs/arc/arc-tiny"
 
 class Oracle(torch.nn.Module):
     """Stands in for a model in the evaluator: answers `answer(batch)` (dataset tokens) at every step
-    and wants to halt from step `halt_at(batch)` on (q_halt +1, else -1)."""
+    and wants to halt from step `halt_at(batch)` on (q_halt +1, else -1). The evaluator's engine
+    passes inputs and puzzle identifiers only; the oracle looks up each row's labels in the split
+    (`learn`), so `answer` may read batch["labels"]."""
 
     def __init__(self, vocab: int, steps: int, answer, halt_at=None):
         super().__init__()
-        self.config = SimpleNamespace(halt_max_steps=steps, halt_rule="q_halt")
+        self.config = SimpleNamespace(halt_max_steps=steps, halt_rule="q_halt", vocab_size=vocab, total_len=1,
+                                      hidden_size=1, dtype=torch.float32)
         self.vocab, self.answer = vocab, answer
         self.halt_at = halt_at or (lambda batch: torch.full_like(batch["puzzle_identifiers"], steps))
 
-    def initial_carry(self, batch):
-        n = batch["inputs"].shape[0]
-        return SimpleNamespace(steps=torch.zeros(n, dtype=torch.int32), halted=torch.ones(n, dtype=torch.bool))
+    def learn(self, split) -> None:
+        """The labels of every (inputs, puzzle identifier) row of `split`; its shape for the engine."""
+        inputs, labels = split.examples(np.arange(len(split)))
+        ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))
+        self.table = {(x.tobytes(), int(i)): y for x, i, y in zip(inputs, ids, labels)}
+        self.config.seq_len = int(split.meta["seq_len"])
+        self.config.num_puzzle_identifiers = int(split.meta.get("num_puzzle_identifiers", 1))
 
     wants_halt = HaltingModel.wants_halt  # the real rule: it reads only config.halt_rule
 
-    def step(self, carry, batch, adaptive=None):
+    def step(self, carry, batch, adaptive=None, noise=None):
+        labels = [self.table[(x.tobytes(), int(i))] for x, i in zip(batch["inputs"].numpy(),
+                                                                   batch["puzzle_identifiers"].numpy())]
+        batch = {**batch, "labels": torch.from_numpy(np.stack(labels)).long()}
         steps = torch.where(carry.halted, 0, carry.steps) + 1  # halted rows restart, as the wrapper does
         wants = steps >= self.halt_at(batch)
         q_halt = torch.where(wants, 1.0, -1.0)
         halted = (steps >= self.config.halt_max_steps) | (wants & bool(adaptive))
         logits = F.one_hot(self.answer(batch).long(), self.vocab).float()
-        return SimpleNamespace(steps=steps, halted=halted), logits, q_halt, -q_halt
+        return SimpleNamespace(z_H=carry.z_H, z_L=carry.z_L, steps=steps, halted=halted), logits, q_halt, -q_halt
 
 
 def labels_of(batch):
-    return batch["labels"].clamp(min=0)  # -100 (ignored) -> 0, the dataset's PAD
+    return batch["labels"].clamp(min=0)  # the dataset's labels (0 = PAD)
 
 
 def evaluate(model, data: Path, out: Path | None = None, mode: str = "fixed", batch_size: int = 4,
              threshold: float = 0.0) -> dict:
+    if isinstance(model, Oracle):
+        model.learn(load_split(data, "test"))
     return evaluate_split(model, load_split(data, "test"), EvalConfig(mode=mode, threshold=threshold), CPU, data,
                           out, batch_size)
 
@@ -168,8 +181,8 @@ def test_fixed_and_adaptive_step_counts(sudoku_data, tmp_path):
 
 
 def test_adaptive_mode_with_a_real_model(sudoku_data):
-    from models import ModelConfig, build_model
-    model = build_model("trm-mlp", ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
+    from models import MODELS, ModelConfig
+    model = MODELS["trm-mlp"](ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
                                                 L_cycles=1, L_layers=1, halt_max_steps=3, mlp_t=True,
                                                 pos_encodings="none", forward_dtype="float32"))
     with torch.no_grad():
@@ -297,9 +310,9 @@ def test_reference_state_dict_refusals_and_warnings(reference_dir, tmp_path, cap
 
 def test_continuous_mode_equals_adaptive(sudoku_data, tmp_path):
     """eval.mode=continuous (slot engine) gives the same per-example results as adaptive batches."""
-    from models import ModelConfig, build_model
+    from models import MODELS, ModelConfig
     torch.manual_seed(0)
-    model = build_model("trm", ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
+    model = MODELS["trm"](ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
                                             L_cycles=1, L_layers=1, halt_max_steps=4, forward_dtype="float32"))
     split = load_split(sudoku_data, "test")
     inputs, _ = split.examples(np.arange(len(split)))
@@ -329,3 +342,34 @@ def test_continuous_mode_equals_adaptive(sudoku_data, tmp_path):
     assert (ran < 4).any()
     for key in ("preds", "steps", "step_preds", "index"):
         np.testing.assert_array_equal(a[key], c[key])
+
+
+def test_continuous_evaluation_runs_each_puzzle_once(sudoku_data, tmp_path):
+    """The engine computes exactly the supervision steps the puzzles report (no second pass for the
+    step-by-step pictures): rows computed over all engine steps == sum of steps run."""
+    from models import MODELS, ModelConfig
+    torch.manual_seed(0)
+    model = MODELS["trm"](ModelConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=2, H_cycles=1,
+                                      L_cycles=1, L_layers=1, halt_max_steps=4, forward_dtype="float32"))
+    split = load_split(sudoku_data, "test")
+    inputs, _ = split.examples(np.arange(len(split)))
+    batch = {"inputs": torch.from_numpy(inputs), "puzzle_identifiers": torch.zeros(len(inputs), dtype=torch.int32)}
+    with torch.no_grad():  # rows halt at different steps
+        model.q_head.weight.normal_(0, 1.0)
+        model.eval()
+        _, _, q_halt, _ = model.step(model.initial_carry(batch), batch)
+        model.q_head.bias[0] -= q_halt.median()
+    rows, step = [], model.step
+
+    def counted(carry, data, *args, **kwargs):
+        rows.append(data["inputs"].shape[0])
+        return step(carry, data, *args, **kwargs)
+
+    model.step = counted
+    for mode in ("continuous", "adaptive", "fixed"):
+        rows.clear()
+        metrics = evaluate(model, sudoku_data, tmp_path / mode, mode=mode, batch_size=4)
+        ran = np.load(tmp_path / mode / "predictions.npz")["steps_run"]
+        assert len(ran) == 10 and sum(rows) == ran.sum() == round(metrics["steps"] * metrics["count"]), mode
+        if mode == "continuous":
+            assert 1 < metrics["steps"] < 4  # halting varies, so the count means something

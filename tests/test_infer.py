@@ -16,7 +16,8 @@ from puzzles import maze, sudoku
 from puzzles.errors import UserError, run_cli
 from train.checkpoint import save_checkpoint
 from train.infer import Engine, iter_solve, solve
-from train.solve import load_model, main as solve_main
+from train.model_io import load_run
+from train.solve import main as solve_main
 
 K = 6
 
@@ -281,7 +282,7 @@ def test_cli_refuses_another_size_or_family(tmp_path, sudoku_ckpt, capsys):
     assert "4x4 sudoku" in capsys.readouterr().err
 
 
-def test_load_model_uses_the_weights_the_trainer_evaluated(tmp_path):
+def test_load_run_uses_the_weights_the_trainer_evaluated(tmp_path):
     """A run trained with EMA is solved with its EMA weights unless asked for the raw ones; asking
     for EMA weights a run never kept is a one-line error."""
     model = tiny_model("trm-mlp", 16, 6)
@@ -292,9 +293,9 @@ def test_load_model_uses_the_weights_the_trainer_evaluated(tmp_path):
     save_checkpoint(with_ema, base | {"optim": {"ema": {"shadow": shadow}}})
     save_checkpoint(without, base | {"optim": {"ema": None}})
     name, raw = next(iter(model.named_parameters()))
-    default = dict(load_model(with_ema)[0].named_parameters())[name]
+    default = dict(load_run(with_ema).model.named_parameters())[name]
     assert torch.equal(default, shadow[name]) and not torch.equal(default, raw)
-    assert torch.equal(dict(load_model(with_ema, ema=False)[0].named_parameters())[name], raw)
-    assert torch.equal(dict(load_model(without)[0].named_parameters())[name], raw)
+    assert torch.equal(dict(load_run(with_ema, ema=False).model.named_parameters())[name], raw)
+    assert torch.equal(dict(load_run(without).model.named_parameters())[name], raw)
     with pytest.raises(UserError, match="holds no EMA weights"):
-        load_model(without, ema=True)
+        load_run(without, ema=True)

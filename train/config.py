@@ -4,9 +4,10 @@
     cfg = apply_overrides(cfg, ["arch.L_cycles=4", "lr=3e-4"])
 
 `paper` holds the published recipes (TRM and HRM papers / reference READMEs) per task and model;
-`quick` holds runs sized for a 2-core CPU that finish in minutes. `arch` is the model's own
-`ModelConfig`; its dataset-derived fields (seq_len, vocab_size, num_puzzle_identifiers) and its
-compute dtype are filled in by the trainer from the dataset and `system.dtype`.
+`quick` holds runs sized for a 2-core CPU that finish in minutes. `arch` is the architecture the
+user chooses (`models.ArchConfig`); what the dataset dictates (sequence length, vocabulary, puzzle
+identifiers) is read from the dataset and the compute dtype from `system.dtype`, and
+`models.build_model(name, arch, shape, dtype)` puts them together.
 """
 from __future__ import annotations
 
@@ -15,19 +16,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from models import ModelConfig
+from models import ArchConfig
+from puzzles.families import FAMILIES
 
 from .trajectories import NOISE, check_options
 
-FAMILIES = ("sudoku", "maze", "arc")
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
-# Filled by the trainer; overriding them is refused with this reason.
-DERIVED_KEYS = {
-    "arch.seq_len": "it comes from the dataset",
-    "arch.vocab_size": "it comes from the dataset",
-    "arch.num_puzzle_identifiers": "it comes from the dataset",
-    "arch.forward_dtype": "set system.dtype instead",
-}
 
 
 @dataclass
@@ -141,7 +135,7 @@ class TrainConfig:
     model: str = "trm"
     preset: str = "quick"
     data: DataConfig = field(default_factory=DataConfig)
-    arch: ModelConfig = field(default_factory=lambda: ModelConfig(seq_len=1, vocab_size=1))
+    arch: ArchConfig = field(default_factory=ArchConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -153,20 +147,16 @@ class TrainConfig:
 
 
 # --- presets ---------------------------------------------------------------------------------
-def _arch(**kw) -> ModelConfig:
-    return ModelConfig(seq_len=1, vocab_size=1, **kw)
-
-
-def _paper_arch(model: str, family: str) -> ModelConfig:
+def _paper_arch(model: str, family: str) -> ArchConfig:
     common = dict(hidden_size=512, num_heads=8, expansion=4.0, puzzle_emb_ndim=512,
                   halt_max_steps=16, halt_exploration_prob=0.1)
     if model == "hrm":  # HRM paper: H/L 4 layers each, 2 x 2 cycles
-        return _arch(**common, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2)
+        return ArchConfig(**common, H_layers=4, L_layers=4, H_cycles=2, L_cycles=2)
     if model == "transformer":  # same budget as HRM's 8 blocks, no recursion
-        return _arch(**common, L_layers=8, H_cycles=1, L_cycles=1)
+        return ArchConfig(**common, L_layers=8, H_cycles=1, L_cycles=1)
     l_cycles = 6 if family == "sudoku" else 4  # TRM paper: n=6 on Sudoku, 4 on Maze and ARC
     mlp = model == "trm-mlp"
-    arch = _arch(**common, puzzle_emb_len=16, L_layers=2, H_cycles=3, L_cycles=l_cycles,
+    arch = ArchConfig(**common, puzzle_emb_len=16, L_layers=2, H_cycles=3, L_cycles=l_cycles,
                  mlp_t=mlp, pos_encodings="none" if mlp else "rope")
     # ut, rrt, mor take TRM's recipe (docs/variants.md); ut's T_max: TRM's FLOPs per step (see quick)
     return dataclasses.replace(arch, ut_max_steps=round(5 * (l_cycles + 1) / 3)) if model == "ut" else arch
@@ -194,7 +184,7 @@ def paper(family: str, model: str) -> TrainConfig:
 
 def quick(family: str, model: str) -> TrainConfig:
     """CPU-sized runs that finish in minutes on 2 cores (6x6 Sudoku, 11x11 mazes, ARC on a 10x10 canvas)."""
-    arch = _arch(hidden_size=128, num_heads=4, expansion=4.0, puzzle_emb_ndim=0, L_layers=2,
+    arch = ArchConfig(hidden_size=128, num_heads=4, expansion=4.0, puzzle_emb_ndim=0, L_layers=2,
                  H_cycles=3, L_cycles=4, halt_max_steps=8, halt_exploration_prob=0.1,
                  mlp_t=model == "trm-mlp", pos_encodings="none" if model == "trm-mlp" else "rope")
     if model == "hrm":
@@ -205,9 +195,8 @@ def quick(family: str, model: str) -> TrainConfig:
         # 5 differentiated (x3): 10 + 15 = 25 call-units; UT differentiates all: 8 x 3 = 24
         arch = dataclasses.replace(arch, ut_max_steps=8)
     # lr 2e-3, constant after warm-up, evaluated with an EMA of the weights (rate 0.99, ~100 steps):
-    # at this lr the raw weights swing between evaluations (0.90 -> 0.73 -> 0.91 exact on 6x6
-    # Sudoku), the average climbs steadily (0.96 -> 0.99 -> 0.994 at steps 468/546/624). lr 1e-3
-    # learns more slowly; a cosine decay to 0.1x learned markedly slower in a run this short.
+    # at this lr the raw weights swing between evaluations while their average climbs steadily.
+    # lr 1e-3 learns more slowly; a cosine decay to 0.1x learned markedly slower in a run this short.
     optim = OptimConfig(global_batch_size=128, epochs=80, lr=2e-3, lr_warmup_steps=50,
                         weight_decay=1.0, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=1.0,
                         ema=True, ema_rate=0.99)
@@ -227,19 +216,19 @@ def quick(family: str, model: str) -> TrainConfig:
             # (boxes are a function of them) and 2-D RoPE let it, where 1-D RoPE or 2-D RoPE
             # alone plateau at ~0.7 cell accuracy (docs/ablation.md). lr 2e-3 diverges with
             # attention; 7e-4 does not. HRM's step is cheaper, so it gets more of them.
-            # A learned score bias per head (attn_bias=pairwise) adds a little more (0.70 vs
-            # 0.64 exact at step 876), and attention needs more steps than TRM-MLP's 1750.
+            # A learned score bias per head (attn_bias=pairwise) adds a little more, and attention
+            # needs more steps than TRM-MLP (docs/ablation.md).
             arch = dataclasses.replace(arch, pos_encodings="rope2d+learned2d", attn_bias="pairwise")
             optim = dataclasses.replace(optim, lr=7e-4, epochs=100 if model == "hrm" else 80)
         if model in ("trm", "hrm"):
-            # A cosine decay to 0.1x over the run: 0.934 -> 0.986 held-out exact for trm in the
-            # same 2500 steps, 0.710 -> 0.886 for hrm in 3125 (docs/ablation.md).
+            # A cosine decay to 0.1x over the run: markedly higher held-out exact accuracy for
+            # trm and hrm in the same number of steps (docs/ablation.md).
             optim = dataclasses.replace(optim, lr_min_ratio=0.1)
         if model == "transformer":
             # Equal compute to trm per supervision step: 12 blocks forward and backward (~36
             # block-passes) against trm's 20 forward calls of which 10 are differentiated (~40).
             arch = dataclasses.replace(arch, L_layers=12)
-    if family == "maze":  # 11x11 mazes, shortest path > 12 steps (puzzles/build.py, preset quick)
+    if family == "maze":  # 11x11 mazes, shortest path > 12 steps (puzzles/build_options.py, preset quick)
         # A path is found by spreading outwards from S and G cell by cell: the depthwise 3x3
         # convolution in the feed-forward block does one such step per layer; 2-D RoPE lets
         # attention address neighbours by (row, column) offset, learned rows/columns add where a

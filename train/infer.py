@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -59,6 +59,10 @@ class Answer:
     steps: int
     q_halt_prob: float
     q_halt_logit: float
+    halt_step: int = 0  # first step at which the halting rule said stop (max_steps if never); fixed
+    # mode runs on past it, the other modes stop there
+    trace: tuple[np.ndarray, np.ndarray] | None = None  # recorded puzzles: answers (steps, S) and
+    # sigmoid(q_halt) (steps,) after every step run
 
 
 def _advance(model: HaltingModel, z_H: torch.Tensor, z_L: torch.Tensor, steps: torch.Tensor,
@@ -105,21 +109,17 @@ class Engine:
         self.pack = (not compile) if pack is None else pack
         self.calls = 0  # batched supervision steps run so far (each costs `slots` rows of compute)
 
-    def _halts(self, steps: torch.Tensor, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
-        halt = steps >= self.max_steps
-        if self.mode == "fixed":
-            return halt
-        return halt | self.model.wants_halt(q_halt, q_continue, self.threshold)
-
     @torch.inference_mode()
-    def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple],
-            batch_hint: int | None = None) -> Iterator[Answer]:
+    def run(self, puzzles: Iterable[np.ndarray] | Iterable[tuple], batch_hint: int | None = None,
+            record: Callable[[int], bool] | None = None) -> Iterator[Answer]:
         """Yield an `Answer` per puzzle as it finishes. Items are (S,) token arrays,
         (tokens, puzzle_identifier) pairs or (tokens, puzzle_identifier, noise_key) triples;
         `batch_hint` (the number of puzzles, when known) only shrinks the slot count for inputs
         smaller than it. A `noise_key` (a tuple of ints, or None for no noise) names the item's
         noise stream: with `noise` > 0 its latent gets `noise` * N(0, 1) at every step, drawn from
-        a generator seeded by (key, step), so the answer never depends on the slot it ran in."""
+        a generator seeded by (key, step), so the answer never depends on the slot it ran in.
+        Puzzles whose input index `record` accepts carry their answer after every step (`trace`),
+        for pictures of how the model refines its guess."""
         cfg, dev = self.model.config, self.device
         B = self.slots if batch_hint is None else max(1, min(self.slots, batch_hint))
         queue = enumerate(puzzles)
@@ -132,6 +132,8 @@ class Engine:
         owner = np.full(B, -1, dtype=np.int64)  # puzzle index in each slot, -1 = empty
         keys: list = [None] * B  # noise stream of each slot's puzzle (None: noiseless)
         taken_steps = np.zeros(B, dtype=np.int64)  # host copy of `steps`, to seed the noise
+        first_halt = torch.zeros(B, dtype=torch.int32, device=dev)  # first step the rule said stop; 0 = not yet
+        traces: list = [None] * B  # recorded slots: [(answer, probability) after each step]
         drained = False
         while True:
             free = np.flatnonzero(owner < 0)
@@ -149,36 +151,64 @@ class Engine:
                     owner[slot] = [i for i, _ in taken]
                     fresh[slot] = True
                     taken_steps[slot] = 0
-                    for s, (_, item) in zip(slot, taken):
+                    first_halt[idx] = 0
+                    for s, (i, item) in zip(slot, taken):
                         keys[s] = item[2] if isinstance(item, tuple) and len(item) > 2 else None
+                        traces[s] = [] if record is not None and record(i) else None
             busy = owner >= 0
             if not busy.any():
                 return
             self.calls += 1
-            if self.pack and not busy.all():  # eager: compute the occupied slots only
+            packed = self.pack and not busy.all()
+            if packed:  # eager: compute the occupied slots only
                 rows = torch.from_numpy(np.flatnonzero(busy)).to(dev)
                 z_H[rows], z_L[rows], steps[rows], preds, q_halt, q_continue = self._step(
                     z_H[rows], z_L[rows], steps[rows], torch.from_numpy(fresh[busy]).to(dev), inputs[rows], pids[rows],
                     self._noise(np.flatnonzero(busy), keys, taken_steps))
-                halt = self._halts(steps[rows], q_halt, q_continue)
             else:  # static shape: every slot runs; empty ones restart each step and are dropped
                 rows = torch.arange(B, device=dev)
                 z_H, z_L, steps, preds, q_halt, q_continue = self._step(
                     z_H, z_L, steps, torch.from_numpy(fresh | ~busy).to(dev), inputs, pids,
                     self._noise(np.flatnonzero(busy), keys, taken_steps, B))
-                halt = self._halts(steps, q_halt, q_continue) & torch.from_numpy(busy).to(dev)
             taken_steps[busy] += 1
+            row_steps = steps[rows]
+            last = row_steps >= self.max_steps
+            wants = last | self.model.wants_halt(q_halt, q_continue, self.threshold)
+            first_halt[rows] = torch.where(first_halt[rows] == 0, torch.where(wants, row_steps, 0), first_halt[rows])
+            halt = last if self.mode == "fixed" else wants
+            if not packed:  # a static step: empty slots never finish
+                halt = halt & torch.from_numpy(busy).to(dev)
+            if record is not None:
+                self._record(traces, rows.cpu().numpy(), preds, q_halt)
             done = torch.nonzero(halt).squeeze(-1)  # positions within `rows`
             if done.numel() == 0:
                 continue
             out_preds = preds[done].cpu().numpy()
-            out_steps = steps[rows[done]].cpu().numpy()
+            out_steps = row_steps[done].cpu().numpy()
+            out_first = first_halt[rows[done]].cpu().numpy()
             out_q = q_halt[done].float()
             out_prob, out_q = torch.sigmoid(out_q).cpu().numpy(), out_q.cpu().numpy()
             slots_done = rows[done].cpu().numpy()
             for j, s in enumerate(slots_done):
-                yield Answer(int(owner[s]), out_preds[j], int(out_steps[j]), float(out_prob[j]), float(out_q[j]))
+                trace = traces[s] and (np.stack([p for p, _ in traces[s]]), np.array([q for _, q in traces[s]]))
+                yield Answer(int(owner[s]), out_preds[j], int(out_steps[j]), float(out_prob[j]), float(out_q[j]),
+                             int(out_first[j]), trace)
             owner[slots_done] = -1
+
+    def _record(self, traces: list, slots: np.ndarray, preds: torch.Tensor, q_halt: torch.Tensor) -> None:
+        """Append this step's answer and halting probability to the traces of recorded slots."""
+        pos = [j for j, s in enumerate(slots) if traces[s] is not None]
+        if not pos:
+            return
+        at = torch.tensor(pos, device=preds.device)
+        # The probabilities as one vector over all slots, each at its slot: a vectorised sigmoid can
+        # round the last bit of an element by where it sits in the vector, and so every puzzle's
+        # trace reads the same as when it ran in a whole batch of `slots` rows.
+        full = torch.zeros(self.slots, dtype=torch.float32, device=q_halt.device)
+        full[torch.from_numpy(slots).to(q_halt.device)] = q_halt.float()
+        p, q = preds[at].cpu().numpy(), torch.sigmoid(full)[torch.from_numpy(slots[pos]).to(q_halt.device)].cpu().numpy()
+        for j, k in enumerate(pos):
+            traces[slots[k]].append((p[j], q[j]))
 
     def _noise(self, slots: np.ndarray, keys: list, taken_steps: np.ndarray,
                rows: int | None = None) -> torch.Tensor | None:

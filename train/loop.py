@@ -17,9 +17,6 @@ Ctrl-C stops after the current step with a checkpoint there (a second Ctrl-C sto
 """
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -27,17 +24,19 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from models import Carry
+from models import Carry, DataShape, HaltingModel, build_model
 from puzzles.dataset import load_split
-from puzzles.loader import TrainLoader
+from train.loader import TrainLoader
 
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
-from .evaluate import evaluate_split, write_summary
+from .data import check_family, check_shape, dataset_grid, dataset_shape, ensure_dataset
+from .evaluation import evaluate_split, write_summary
 from .logger import MetricsLogger
-from .run import (CHECKPOINT, TrainError, check_dataset_matches, check_family, config_from_checkpoint, dataset_grid,
-                  ensure_dataset, make_model, model_config_for, resume_decision, run_dir_of)
-from .overrides import config_to_dict
+from .model_io import config_from_checkpoint, load_run, model_record
+from .overrides import ConfigError, config_to_dict
+from .run import (CHECKPOINT, StopRequest, TrainError, carry_from, carry_state, lock_run_dir, resume_decision,
+                  run_dir_of)
 from .setup import setup_system, teardown_system
 from .step import TrainStep
 
@@ -46,70 +45,6 @@ def steps_per_epoch(split, global_batch_size: int) -> float:
     """Reference: one epoch draws one puzzle per group, i.e. groups x mean examples per puzzle."""
     examples = split.num_groups * float(split.meta.get("mean_puzzle_examples", 1.0))
     return max(examples / global_batch_size, 1e-9)
-
-
-def _carry_state(carry: Carry | None) -> dict | None:
-    if carry is None:
-        return None
-    return {"z_H": carry.z_H, "z_L": carry.z_L, "steps": carry.steps, "halted": carry.halted,
-            "current_data": dict(carry.current_data)}
-
-
-def _carry_from(state: dict | None, device: torch.device) -> Carry | None:
-    if state is None:
-        return None
-    return Carry(z_H=state["z_H"].to(device), z_L=state["z_L"].to(device), steps=state["steps"].to(device),
-                 halted=state["halted"].to(device),
-                 current_data={k: v.to(device) for k, v in state["current_data"].items()})
-
-
-def lock_run_dir(run_dir: Path):
-    """Hold `run_dir/.lock` (with our pid) for the whole run, so a second trainer on the same folder
-    is refused instead of interleaving metrics and checkpoints. flock: the lock dies with the
-    process, so a killed run leaves no stale lock. Returns the open file (close it to release)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        return None
-    path = run_dir / ".lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        pid = f.read().strip() or "?"
-        f.close()
-        raise TrainError(f"{run_dir} is in use by another trainer (pid {pid}, lock file {path}); "
-                         f"wait for it to finish or choose another system.run_dir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
-class StopRequest:
-    """Ctrl-C during training: the first asks the loop to stop after the current step (it saves a
-    checkpoint there), the second stops at once. Active only in the main thread, inside `with`."""
-
-    def __init__(self):
-        self.requested, self._old = False, None
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt("second Ctrl-C: stopped at once, without a checkpoint")
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
-              flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
 
 
 def _carry_is_finite(carry: Carry | None) -> bool:
@@ -123,6 +58,16 @@ def _any_rank(flag: bool, system) -> bool:
     t = torch.tensor([float(flag)], device=system.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def new_model(cfg: TrainConfig, shape: DataShape, system, data_dir: Path) -> HaltingModel:
+    """The run's model, freshly initialised: the same weights on every rank and every rerun."""
+    torch.manual_seed(cfg.system.seed)
+    try:
+        model = build_model(cfg.model, cfg.arch, shape, system.dtype)
+    except ValueError as err:
+        raise ConfigError(f"arch does not fit dataset {data_dir}: {err}") from None
+    return model.to(system.device)
 
 
 def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, distributed: bool,
@@ -176,8 +121,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     train_split, test_split = load_split(data_dir, "train"), load_split(data_dir, "test")
     for split in (train_split, test_split):
         check_family(cfg.data.family, split, what=f"train.{cfg.data.family}")
-    model_cfg = model_config_for(cfg.arch, train_split, system.dtype)
-    check_dataset_matches(model_cfg, test_split)
+    shape = dataset_shape(train_split)
+    check_shape(shape, test_split, cfg.arch.puzzle_emb_ndim > 0)
 
     ckpt_path = run_dir / CHECKPOINT
     payload, changes = None, []
@@ -187,11 +132,14 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
         check_family(cfg.data.family, train_split, payload.get("grid"), what=f"the run in {run_dir}")
     elif resume:
         raise TrainError(f"--resume given but {ckpt_path} does not exist")
+    if payload is not None:  # the raw weights the run stopped at, rebuilt as it was built
+        model = load_run(ckpt_path, ema=False, dtype=system.dtype, payload=payload).model.to(system.device)
+        check_shape(model.config.shape, train_split, cfg.arch.puzzle_emb_ndim > 0)
+    else:
+        model = new_model(cfg, shape, system, data_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if system.is_main:
         lock.append(lock_run_dir(run_dir))
-
-    model = make_model(cfg.model, model_cfg, system.device, cfg.system.seed)
     if system.distributed:  # identical start on every rank, whatever the local RNG did
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
@@ -208,11 +156,10 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
     last_good = 0  # the last step whose update was applied
     if payload is not None:
-        model.load_state_dict(payload["model"])
         trainer.load_state_dict(payload["optim"])
         loader.load_state_dict(payload["loader"])
         restore_rng_state(payload["rng"])
-        carry = _carry_from(payload["carry"], system.device)
+        carry = carry_from(payload["carry"], system.device)
         if carry is not None and model.puzzle_emb is not None:
             model.puzzle_emb.prepare(carry.steps.shape[0])  # scratch rows for a hand-built carry
         step, bad_total, elapsed = payload["step"], payload.get("bad_steps", 0), payload.get("elapsed", 0.0)
@@ -236,10 +183,9 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
         if system.is_main:
             save_checkpoint(ckpt_path, {
                 "config": config_to_dict(cfg), "model": model.state_dict(), "optim": trainer.state_dict(),
-                "loader": loader.state_dict(), "rng": capture_rng_state(), "carry": _carry_state(carry),
+                "loader": loader.state_dict(), "rng": capture_rng_state(), "carry": carry_state(carry),
                 "step": step, "bad_steps": bad_total, "elapsed": elapsed, "eval": last_eval,
-                "model_config": config_to_dict(model_cfg), "model_name": cfg.model,
-                "grid": dataset_grid(train_split), "last_good_step": last_good})
+                "last_good_step": last_good, **model_record(cfg.model, model, dataset_grid(train_split))})
 
     def run_eval() -> dict:
         eval_model = trainer.ema.averaged_copy(model) if trainer.ema is not None else model

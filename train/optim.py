@@ -12,10 +12,9 @@ Check against the reference numbers with `python -m pytest -q tests/test_optim.p
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
@@ -216,19 +215,6 @@ class EMA:
         clone = copy.deepcopy(module)
         self.copy_to(clone)
         return clone
-
-    @contextlib.contextmanager
-    def applied(self, module: nn.Module) -> Iterator[nn.Module]:
-        """Temporarily swap the shadow weights into `module` (no second model in memory)."""
-        _, params = self._pairs(module)
-        backup = [p.detach().clone() for p in params]
-        self.copy_to(module)
-        try:
-            yield module
-        finally:
-            with torch.no_grad():
-                for p, b in zip(params, backup):
-                    p.copy_(b)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": dict(self.shadow)}

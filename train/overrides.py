@@ -1,9 +1,10 @@
 """`key=value` overrides for a tree of config dataclasses, plus dict round trips and diffs.
 
-    cfg = apply_overrides(cfg, ["arch.L_cycles=4", "lr=3e-4", "betas=0.9,0.95"])
+    cfg = apply_overrides(cfg, ["arch.L_cycles=4", "lr=3e-4", "eval.select=vote"])
 
 A dotted key names one field exactly; a key without a dot may name a leaf anywhere in the tree if
-that name is unique. Values are parsed against the field's type annotation, and every dataclass on
+that name is unique. Values are parsed against the field's type annotation (the types config fields
+have: bool, int, float, str, Literal[...] and `X | None`), and every dataclass on
 the path is rebuilt with `dataclasses.replace`, so `__post_init__` validation runs on the result.
 All mistakes raise `ConfigError` (a `puzzles.errors.UserError`) with one line naming the key.
 
@@ -15,10 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import types
 import typing
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from puzzles.errors import UserError
@@ -84,28 +83,12 @@ def _type_name(ann: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " or ".join("None" if a is type(None) else _type_name(a) for a in args)
-    if origin in (tuple, list):
-        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
-        return f"{origin.__name__}[{inner}]" if args else origin.__name__
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        return "one of " + ", ".join(repr(m.name) for m in ann)
     return getattr(ann, "__name__", str(ann).replace("typing.", ""))
-
-
-def _auto(text: str) -> Any:
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _parse(text: str, ann: Any) -> Any:
     """Parse `text` as `ann`, or raise _BadValue."""
     origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if ann is Any:
-        return _auto(text)
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and text.strip().lower() in _NONE:
             return None
@@ -125,17 +108,6 @@ def _parse(text: str, ann: Any) -> Any:
             except _BadValue:
                 pass
         raise _BadValue
-    if origin in (tuple, list) or ann in (tuple, list):
-        items = [s.strip() for s in text.strip().strip("()[]").split(",")]
-        if items and items[-1] == "":  # allow a trailing comma: "4,"
-            items.pop()
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(items) != len(args):
-                raise _BadValue
-            values = [_parse(s, a) for s, a in zip(items, args)]
-        else:
-            values = [_parse(s, args[0] if args else Any) for s in items]
-        return tuple(values) if (origin or ann) is tuple else values
     if ann is bool:
         low = text.strip().lower()
         if low in _TRUE or low in _FALSE:
@@ -148,13 +120,6 @@ def _parse(text: str, ann: Any) -> Any:
             raise _BadValue from None
     if ann is str:
         return text
-    if ann is Path:
-        return Path(text)
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        try:
-            return ann[text.strip()]
-        except KeyError:
-            raise _BadValue from None
     raise _BadValue
 
 
@@ -222,14 +187,8 @@ def config_to_dict(cfg: Any) -> Any:
     `torch.load(weights_only=True)` and dumps to JSON."""
     if _is_instance(cfg):
         return {name: config_to_dict(getattr(cfg, name)) for name, _ in _init_fields(type(cfg))}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_dict(x) for x in cfg]
     if isinstance(cfg, Mapping):
         return {k: config_to_dict(v) for k, v in cfg.items()}
-    if isinstance(cfg, Path):
-        return str(cfg)
-    if isinstance(cfg, enum.Enum):
-        return cfg.name
     return cfg
 
 
@@ -244,16 +203,6 @@ def _from_plain(value: Any, ann: Any, path: str) -> Any:
             if (isinstance(arg, type) and dataclasses.is_dataclass(arg)) == isinstance(value, Mapping):
                 return _from_plain(value, arg, path)
         return value
-    if origin is tuple and isinstance(value, (list, tuple)):
-        if args and args[-1] is not Ellipsis and len(args) == len(value):
-            return tuple(_from_plain(v, a, path) for v, a in zip(value, args))
-        return tuple(_from_plain(v, args[0] if args else Any, path) for v in value)
-    if ann is tuple and isinstance(value, list):
-        return tuple(value)
-    if ann is Path and isinstance(value, str):
-        return Path(value)
-    if isinstance(ann, type) and issubclass(ann, enum.Enum) and isinstance(value, str):
-        return ann[value]
     return value
 
 

@@ -21,7 +21,8 @@ from PIL import Image
 
 from puzzles.errors import UserError, atomic_write
 from puzzles.render import caption, default_cell, frame, grid_spec, hstack, is_correct, render, save_png, vstack
-from puzzles.show import controls, esc, page, pair_image, site_dir, spread
+from puzzles.html_kit import controls, esc, page, site_dir
+from puzzles.show import pair_image, spread
 from train.curves import plot_curves, read_metrics
 
 ARRAYS = ("inputs", "labels", "preds", "step_preds", "q_halt", "steps", "puzzle_identifiers")

@@ -1,23 +1,21 @@
-"""What a run needs besides the loop: its directory, dataset, model and checkpoint payload.
-
-Shared by the trainer (train/loop.py), the evaluator (train/evaluate.py) and the inference tools,
-so that "build the model this config describes for this dataset" exists once.
+"""The run folder: its name, its lock, the carry and the config rules for resuming a run in it, and
+Ctrl-C handling. Used by the training loop (train/loop.py); `CHECKPOINT` and `TrainError` by every
+tool that reads a run.
 """
 from __future__ import annotations
 
-import dataclasses
-import shlex
+import os
+import signal
+import threading
 from pathlib import Path
 
 import torch
 
-from models import HaltingModel, ModelConfig, build_model
-from models.config import dtype_name
-from puzzles.dataset import Split, families_of, grid_spec, load_split
-from puzzles.errors import PuzzleError, UserError
+from models import Carry
+from puzzles.errors import UserError
 
-from .config import DERIVED_KEYS, TrainConfig
-from .overrides import ConfigError, apply_overrides, config_from_dict, config_leaves, diff_configs
+from .config import TrainConfig
+from .overrides import config_leaves, diff_configs
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -28,101 +26,6 @@ class TrainError(UserError):
 
 def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.system.run_dir or f"runs/{cfg.data.family}-{cfg.model}-{cfg.preset}")
-
-
-def data_dir_of(cfg: TrainConfig) -> Path:
-    return Path(cfg.data.path or f"data/{cfg.data.family}-{cfg.preset}")
-
-
-def apply_user_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    for item in overrides:
-        key = item.lstrip("-").split("=", 1)[0]
-        if key in DERIVED_KEYS or f"arch.{key}" in DERIVED_KEYS:
-            raise ConfigError(f"{key} cannot be overridden: {DERIVED_KEYS.get(key) or DERIVED_KEYS['arch.' + key]}")
-    return apply_overrides(cfg, overrides)
-
-
-def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
-    """Build the dataset with the preset's builder options when its directory does not exist yet."""
-    path = data_dir_of(cfg)
-    if not path.exists() and is_main:
-        from puzzles.build import main as build_main  # the same code as `python -m puzzles.build`
-        args = [cfg.data.family, "--out", str(path), *shlex.split(cfg.data.build)]
-        print(f"building dataset: python -m puzzles.build {shlex.join(args)}", flush=True)
-        build_main(args)
-    return path
-
-
-def model_config_for(arch: ModelConfig, split: Split, dtype: torch.dtype) -> ModelConfig:
-    """The architecture with the dataset-derived fields filled in."""
-    meta = split.meta
-    try:
-        return dataclasses.replace(
-            arch, seq_len=int(meta["seq_len"]), vocab_size=int(meta["vocab_size"]),
-            num_puzzle_identifiers=int(meta.get("num_puzzle_identifiers", 1)),
-            forward_dtype=dtype_name(dtype))
-    except ValueError as err:
-        raise ConfigError(f"arch does not fit dataset {split.root}: {err}") from None
-
-
-def check_dataset_matches(model_cfg: ModelConfig, split: Split) -> None:
-    """One-line error when a dataset cannot feed a model built for another one."""
-    meta = split.meta
-    for key, have in (("vocab_size", model_cfg.vocab_size), ("seq_len", model_cfg.seq_len)):
-        if int(meta[key]) != have:
-            raise TrainError(f"dataset {split.root} has {key}={meta[key]} but the model expects {have}")
-    ids = int(meta.get("num_puzzle_identifiers", 1))
-    if model_cfg.puzzle_emb_ndim and ids > model_cfg.num_puzzle_identifiers:
-        raise TrainError(f"dataset {split.root} uses {ids} puzzle identifiers but the model's puzzle "
-                         f"embedding has {model_cfg.num_puzzle_identifiers} rows")
-
-
-def check_family(family: str, split: Split, grid: dict | None = None, what: str = "the model") -> None:
-    """One-line error when a dataset holds another puzzle family (or grid) than the model's.
-
-    A 4x4 Sudoku and a 4x4 maze both have 16 cells and 6 tokens, so shapes alone let a model of one
-    run on the other. Datasets without a "family" field (the reference builders') are judged by
-    the families their shape can describe. `grid` (a checkpoint's dataset spec) also checks the
-    Sudoku box shape or maze size."""
-    possible = families_of(split.meta)
-    if possible and family not in possible:
-        raise TrainError(f"dataset {split.root} holds {possible[0]} puzzles, not the {family} puzzles {what} "
-                         f"needs; choose a {family} dataset")
-    if grid and "family" in split.meta:
-        have = grid_spec(split.meta)
-        if grid.get("family") == "arc":  # checkpoints written before the canvas was a parameter: 30
-            grid = {**grid, "canvas": int(grid.get("canvas", 30))}
-        if have != grid:
-            raise TrainError(f"dataset {split.root} holds {_grid_text(have)} puzzles but {what} was trained on "
-                             f"{_grid_text(grid)} puzzles")
-
-
-def _grid_text(spec: dict) -> str:
-    if "box" in spec:
-        return f"{spec['size']}x{spec['size']} {spec['family']} (boxes {spec['box'][0]}x{spec['box'][1]})"
-    if "canvas" in spec:
-        return f"{spec['family']} ({spec['canvas']}x{spec['canvas']} canvas)"
-    return f"{spec['size']}x{spec['size']} {spec['family']}" if "size" in spec else spec["family"]
-
-
-def dataset_grid(split: Split) -> dict | None:
-    """The dataset's grid spec for a checkpoint, or None when it does not say."""
-    try:
-        return grid_spec(split.meta) if "family" in split.meta else None
-    except PuzzleError:
-        return None
-
-
-def make_model(name: str, model_cfg: ModelConfig, device: torch.device, seed: int) -> HaltingModel:
-    torch.manual_seed(seed)  # the same initial weights on every rank and every rerun
-    return build_model(name, model_cfg).to(device)
-
-
-def config_from_checkpoint(payload: dict) -> TrainConfig:
-    try:
-        return config_from_dict(TrainConfig, payload["config"])
-    except (KeyError, ConfigError, TypeError, ValueError) as err:
-        raise TrainError(f"checkpoint holds no usable config ({err})") from None
 
 
 # Keys that may differ between a run and its resumption: how long, how often, where it runs, and
@@ -150,3 +53,67 @@ def resume_decision(stored: TrainConfig, cfg: TrainConfig, resume: bool, run_dir
                          f"optimiser rates, evaluation, logging and system keys may change")
     old, new = config_leaves(stored), config_leaves(cfg)
     return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diffs]
+
+
+def carry_state(carry: Carry | None) -> dict | None:
+    if carry is None:
+        return None
+    return {"z_H": carry.z_H, "z_L": carry.z_L, "steps": carry.steps, "halted": carry.halted,
+            "current_data": dict(carry.current_data)}
+
+
+def carry_from(state: dict | None, device: torch.device) -> Carry | None:
+    if state is None:
+        return None
+    return Carry(z_H=state["z_H"].to(device), z_L=state["z_L"].to(device), steps=state["steps"].to(device),
+                 halted=state["halted"].to(device),
+                 current_data={k: v.to(device) for k, v in state["current_data"].items()})
+
+
+def lock_run_dir(run_dir: Path):
+    """Hold `run_dir/.lock` (with our pid) for the whole run, so a second trainer on the same folder
+    is refused instead of interleaving metrics and checkpoints. flock: the lock dies with the
+    process, so a killed run leaves no stale lock. Returns the open file (close it to release)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return None
+    path = run_dir / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise TrainError(f"{run_dir} is in use by another trainer (pid {pid}, lock file {path}); "
+                         f"wait for it to finish or choose another system.run_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+class StopRequest:
+    """Ctrl-C during training: the first asks the loop to stop after the current step (it saves a
+    checkpoint there), the second stops at once. Active only in the main thread, inside `with`."""
+
+    def __init__(self):
+        self.requested, self._old = False, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt("second Ctrl-C: stopped at once, without a checkpoint")
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
+              flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)

@@ -197,8 +197,8 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
     lines.append(f"compile: {'on' if use_compile else 'off'} ({cwhy})")
     if dev.type == "cpu":
         # Same seed, same run: inductor's multi-threaded CPU kernels otherwise sum some gradients
-        # with atomics in whatever order the threads arrive (two compiled 30-step runs differed by
-        # 0.017 in a weight). The deterministic kernels cost nothing measurable here (0.59 vs 0.65 s).
+        # with atomics in whatever order the threads arrive (two compiled runs of the same seed
+        # differed in their weights). The deterministic kernels cost no measurable time here.
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     if verbose and rank == 0:

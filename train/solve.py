@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import math
-import os
 import sys
 import time
 from functools import partial
@@ -29,52 +27,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models import HaltingModel, ModelConfig, build_model
 from models.config import dtype_name
 from puzzles import maze, sudoku
+from puzzles.check import valid_solution
 from puzzles.errors import CSV_HEADER, PuzzleError, UserError, atomic_write, run_cli, text_lines
 
-from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .infer import MODES, Engine, SolveResult
-from .setup import System, setup_system
+from .model_io import load_for_inference
 from .trajectories import DIVERSITY, NOISE, RULES, check_options, sample, select
 
-SUDOKU_BOX = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)}
-
-
-def load_model(path: str | os.PathLike, ema: bool | None = None) -> tuple[HaltingModel, dict]:
-    """The model a training checkpoint describes, in the compute dtype it was trained in. `ema`: None =
-    the weights its trainer evaluated (the EMA average when the run kept one), True = the EMA average
-    (error if none), False = raw."""
-    payload = load_checkpoint(path)
-    return _model_from(payload, path, ema, None), payload
-
-
-def load_for_inference(path: str | os.PathLike, ema: bool | None = None, device: str = "auto",
-                       dtype: str = "auto") -> tuple[HaltingModel, dict, System]:
-    """`load_model` on the device and in the compute dtype `setup_system` picks on this machine for
-    the checkpoint's width (a checkpoint trained in bf16 runs in float32 on a CPU without bf16)."""
-    payload = load_checkpoint(path)
-    width = int((payload.get("model_config") or {}).get("hidden_size") or 128)
-    system = setup_system(device=device, dtype=dtype, compile="off", verbose=False, width=width)
-    return _model_from(payload, path, ema, system.dtype), payload, system
-
-
-def _model_from(payload: dict, path, ema: bool | None, dtype: torch.dtype | None) -> HaltingModel:
-    try:
-        model_cfg = ModelConfig(**payload["model_config"])
-        if dtype is not None:
-            model_cfg = dataclasses.replace(model_cfg, forward_dtype=dtype_name(dtype))
-        model = build_model(payload["model_name"], model_cfg)
-        model.load_state_dict(payload["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise UserError(f"checkpoint {path} does not describe a model of this version ({err})") from None
-    has_ema = ema_shadow(payload) is not None
-    if ema and not has_ema:
-        raise UserError(f"checkpoint {path} holds no EMA weights (trained with optim.ema=false)")
-    if has_ema and ema is not False:
-        use_ema_weights(model, payload)
-    return model
 
 
 # --- reading puzzles ---------------------------------------------------------------------------
@@ -159,18 +120,15 @@ def answer_text(family: str, tokens: np.ndarray) -> str:
     return "".join(chars[t] if 0 <= t < len(chars) else "?" for t in tokens.tolist())
 
 
-def is_valid(family: str, n: int, x: np.ndarray, pred: np.ndarray) -> bool:
-    """Does the answer satisfy the puzzle's own rules (whatever the file's answer says)?"""
-    if family == "maze":
-        return bool(maze.check_path(x.reshape(n, n), pred.reshape(n, n)))
-    if not ((pred >= 2) & (pred <= n + 1)).all():
-        return False
-    return bool(sudoku.check(sudoku.decode(pred, n), SUDOKU_BOX[n], puzzle=sudoku.decode(x, n)))
-
-
-def valid_rows(family: str, n: int, inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """`is_valid` over rows: (M,) bool for (M, S) inputs and answers (the `checked` rule's checker)."""
-    return np.array([is_valid(family, n, x, p) for x, p in zip(inputs, preds)], dtype=bool)
+def grid_info(family: str, n: int, grid: dict | None) -> dict | None:
+    """The geometry `puzzles.check.valid_solution` reads for the model's n x n puzzles: the grid its
+    dataset had (a checkpoint's "grid"), else the box rule for the side; None when there is none."""
+    if grid and grid.get("family") == family:
+        return {k: v for k, v in grid.items() if k != "family"}
+    try:
+        return {"box": sudoku.box_of(n)} if family == "sudoku" else {"size": n}
+    except ValueError:
+        return None
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -241,11 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not path.is_file():
         raise PuzzleError(f"{path} does not exist or is not a file")
 
-    model, payload, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None,
-                                                device=args.device, dtype=args.dtype)
-    family = ((payload.get("config") or {}).get("data") or {}).get("family")
+    run, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None,
+                                     device=args.device, dtype=args.dtype)
+    model = run.model
+    family = run.cfg.data.family if run.cfg is not None else None
     n = math.isqrt(model.config.seq_len)
-    if family not in ("sudoku", "maze") or n * n != model.config.seq_len or (family == "sudoku" and n not in SUDOKU_BOX):
+    info = grid_info(family, n, run.payload.get("grid"))
+    if family not in ("sudoku", "maze") or n * n != model.config.seq_len or info is None:
         raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku and maze models")
     puzzles, errors, kinds, copied = read_puzzles(path, family, n)
     want = f"{n}x{n} {family}"
@@ -264,9 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.samples == 1:
         result = engine.solve(inputs)
     else:
-        info = {"box": SUDOKU_BOX[n]} if family == "sudoku" else {}
         s = sample(engine, inputs, None, args.samples, args.diversity, family, info, seed=args.seed)
-        choice = select(s, args.select, inputs, partial(valid_rows, family, n))
+        choice = select(s, args.select, inputs, partial(valid_solution, family, info))
         rows = np.arange(len(inputs))
         result = SolveResult(s.preds[rows, choice], s.steps.sum(1), s.q_halt_prob[rows, choice],
                              s.q_halt_logit[rows, choice])
@@ -288,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary.append(f"{args.samples} trajectories per puzzle ({args.diversity}"
                        f"{f', noise {args.noise:g}' if args.diversity != 'aug' else ''}), select {args.select}")
     if count:
-        valid = np.mean([is_valid(family, n, x, p) for (_, x, _), p in zip(puzzles, result.preds)])
+        valid = valid_solution(family, info, inputs, result.preds).mean()
         summary.append(f"mean steps {result.steps.mean():.2f} of {engine.max_steps}" if args.samples == 1 else
                        f"mean steps {result.steps.mean():.2f} per puzzle ({args.samples} trajectories of at most "
                        f"{engine.max_steps})")

@@ -86,10 +86,16 @@ class Samples:
     q_halt_prob: np.ndarray  # (N, K) float32 sigmoid(q_halt) at each answer's step
     q_halt_logit: np.ndarray  # (N, K) float32
     steps: np.ndarray  # (N, K) int32 supervision steps
+    halt_steps: np.ndarray | None = None  # (N, K) int32 first step the halting rule said stop
+    # The recorded puzzles' plain pass (trajectory 0) after every step, the final answer repeated
+    # after it finished: (M, T, S) answers and (M, T) sigmoid(q_halt), T = the engine's max_steps.
+    trace_preds: np.ndarray | None = None
+    trace_q: np.ndarray | None = None
 
     def first(self, k: int) -> "Samples":
         """The first k trajectories (what a run with K = k would have produced)."""
-        return Samples(self.preds[:, :k], self.q_halt_prob[:, :k], self.q_halt_logit[:, :k], self.steps[:, :k])
+        return Samples(self.preds[:, :k], self.q_halt_prob[:, :k], self.q_halt_logit[:, :k], self.steps[:, :k],
+                       None if self.halt_steps is None else self.halt_steps[:, :k], self.trace_preds, self.trace_q)
 
 
 def check_options(k: int, diversity: str, noise: float, rule: str, family: str | None = None) -> None:
@@ -112,9 +118,11 @@ def check_options(k: int, diversity: str, noise: float, rule: str, family: str |
 
 
 def sample(engine: Engine, inputs: np.ndarray, ids: np.ndarray | None, k: int, diversity: str,
-           family: str, info: dict, seed: int = 0, keys: np.ndarray | None = None) -> Samples:
+           family: str, info: dict, seed: int = 0, keys: np.ndarray | None = None,
+           record: np.ndarray | None = None) -> Samples:
     """Run K trajectories of each of the (N, S) `inputs` through `engine` (see the module docstring).
-    `keys` (N,) non-negative ints name the puzzles in the random draws (default: their position)."""
+    `keys` (N,) non-negative ints name the puzzles in the random draws (default: their position).
+    `record` (N,) bool: the puzzles whose plain pass is traced step by step (`Samples.trace_*`)."""
     inputs = np.asarray(inputs, dtype=np.int32).reshape(len(inputs), engine.model.config.seq_len)
     n, seq = inputs.shape
     ids = np.zeros(n, dtype=np.int32) if ids is None else np.asarray(ids, dtype=np.int32).reshape(-1)
@@ -136,12 +144,22 @@ def sample(engine: Engine, inputs: np.ndarray, ids: np.ndarray | None, k: int, d
 
     preds = np.zeros((n, k, seq), dtype=np.int32)
     prob, logit = np.zeros((n, k), dtype=np.float32), np.zeros((n, k), dtype=np.float32)
-    steps = np.zeros((n, k), dtype=np.int32)
-    for a in engine.run(queue(), batch_hint=n * k):
+    steps, halt_steps = np.zeros((n, k), dtype=np.int32), np.zeros((n, k), dtype=np.int32)
+    record = np.zeros(n, dtype=bool) if record is None else np.asarray(record, dtype=bool)
+    slot_of = np.cumsum(record) - 1  # recorded puzzle i -> its row in the traces
+    T = engine.max_steps
+    trace_preds = np.zeros((int(record.sum()), T, seq), dtype=np.int32)
+    trace_q = np.zeros((int(record.sum()), T), dtype=np.float32)
+    traced = (lambda j: j % k == 0 and bool(record[j // k])) if record.any() else None
+    for a in engine.run(queue(), batch_hint=n * k, record=traced):
         i, t = divmod(a.index, k)
         preds[i, t] = frames[i][t].invert(a.preds)
-        prob[i, t], logit[i, t], steps[i, t] = a.q_halt_prob, a.q_halt_logit, a.steps
-    return Samples(preds, prob, logit, steps)
+        prob[i, t], logit[i, t], steps[i, t], halt_steps[i, t] = a.q_halt_prob, a.q_halt_logit, a.steps, a.halt_step
+        if a.trace is not None:  # trajectory 0: the plain frame, nothing to map back
+            p, q = a.trace
+            trace_preds[slot_of[i]] = np.concatenate([p, np.repeat(p[-1:], T - len(p), 0)])
+            trace_q[slot_of[i]] = np.concatenate([q, np.repeat(q[-1:], T - len(q), 0)])
+    return Samples(preds, prob, logit, steps, halt_steps, trace_preds, trace_q)
 
 
 def _vote(preds: np.ndarray, prob: np.ndarray, among: np.ndarray) -> int:
@@ -176,7 +194,8 @@ def chosen(s: Samples, choice: np.ndarray) -> Samples:
     """The chosen trajectory of each puzzle as a one-sample `Samples` (preds (N, 1, S) etc.)."""
     rows = np.arange(len(choice))
     return Samples(s.preds[rows, choice][:, None], s.q_halt_prob[rows, choice][:, None],
-                   s.q_halt_logit[rows, choice][:, None], s.steps[rows, choice][:, None])
+                   s.q_halt_logit[rows, choice][:, None], s.steps[rows, choice][:, None],
+                   None if s.halt_steps is None else s.halt_steps[rows, choice][:, None], s.trace_preds, s.trace_q)
 
 
 def exact(preds: np.ndarray, labels: np.ndarray, ignore: int) -> np.ndarray:

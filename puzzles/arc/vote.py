@@ -19,7 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc import COLOUR0, canvas_of, crop_shapes, invert_grid, parse_name, to_grid
+from puzzles.arc.data import to_grid
+from puzzles.arc.encoding import COLOUR0, canvas_of, crop_shapes, invert_grid, parse_name
 from puzzles.grid import grid_hash
 
 FALLBACK = [[0]]  # answer given for a test input that received no prediction

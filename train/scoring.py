@@ -1,0 +1,76 @@
+"""Scoring an evaluation: per-example sums, their reduction across ranks, and ARC voting.
+
+    sums = score(res, family, info)            # sums, not means: ranks add them before dividing
+    metrics = reduce(sums, system)             # means over the counted examples, plus "count"
+    metrics |= arc_vote(res, data_dir, out_dir, system)     # pass@K; writes submission.json
+
+Metrics: accuracy (cells), exact_accuracy (whole answers), q_halt_accuracy (the halting head's
+"I am right" agrees with exactness), steps (steps run), halt_steps (step at which the halting head
+first said stop), valid_solution (the puzzle's own rules hold; Sudoku and maze), and, with several
+trajectories per puzzle, the exact counts under every selection rule (train/trajectories.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from models.losses import IGNORE_LABEL_ID as IGNORE
+from puzzles.check import CHECKED, valid_solution
+from puzzles.dataset import load_identifiers
+from puzzles.errors import atomic_write
+
+
+def score(res: dict, family: str, info: dict) -> dict[str, float]:
+    """Sums (not means) of the per-example metrics, so ranks can add them before dividing."""
+    labels, preds = res["labels"], res["preds"]
+    mask = labels != IGNORE
+    n = mask.sum(-1)
+    counted = n > 0
+    correct = (mask & (preds == labels)).sum(-1)
+    exact = counted & (correct == n)
+    q_right = counted & ((res["q_halt"] >= 0) == exact)
+    sums = {"count": float(counted.sum()), "accuracy": float((correct / np.maximum(n, 1))[counted].sum()),
+            "exact_accuracy": float(exact.sum()), "q_halt_accuracy": float(q_right.sum()),
+            "steps": float(res["steps"][counted].sum()), "halt_steps": float(res["halt_steps"][counted].sum())}
+    if family in CHECKED:
+        sums["valid_solution"] = float(valid_solution(family, info, res["inputs"], preds)[counted].sum())
+    return sums
+
+
+def reduce(sums: dict[str, float], system) -> dict[str, float]:
+    """Sums over ranks divided by the number of counted examples; "count" itself stays a count."""
+    names = sorted(sums)
+    if system.distributed:
+        t = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=system.device)
+        dist.all_reduce(t)
+        sums = dict(zip(names, t.cpu().tolist()))
+    count = max(sums.pop("count"), 1.0)
+    return {k: v / count for k, v in sums.items()} | {"count": count}
+
+
+def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[str, float]:
+    """pass@K of the ARC test tasks after mapping every augmented prediction back and voting (all
+    ranks' predictions); rank 0 writes the Kaggle `submission.json` into `out_dir`."""
+    from puzzles.arc import ArcVoter
+    path = Path(data_dir) / "test_puzzles.json"
+    if not path.exists():
+        return {}
+    voter = ArcVoter(json.loads(path.read_text()), load_identifiers(data_dir))
+    # The raw predictions: the voter crops each one itself (masking with the labels would leak
+    # the true answer's shape into the prediction).
+    voter.add(res["puzzle_identifiers"], res["inputs"], res["preds"],
+              1.0 / (1.0 + np.exp(-res["q_halt"].astype(np.float64))))
+    if system.distributed:
+        states = [None] * system.world_size
+        dist.all_gather_object(states, voter.state())
+        for i, state in enumerate(states):
+            if i != system.rank:
+                voter.merge(state)
+    if out_dir is not None and system.is_main:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(out_dir) / "submission.json", json.dumps(voter.submission(), indent=1))
+    return voter.pass_at()
