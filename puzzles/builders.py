@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +24,12 @@ from puzzles.build_options import OPTIONS, ArcOptions, BuildOptions, MazeOptions
 from puzzles.dataset import SplitData, check_output, disk_bytes, write_dataset
 from puzzles.errors import PuzzleError, csv_rows
 
-Built3 = tuple[list[str], dict[str, SplitData], dict | None]  # identifiers, splits, extra JSON files
+class Splits(NamedTuple):
+    """What a family's builder makes in memory."""
+
+    identifiers: list[str]  # identifier id -> puzzle name, [0] = "<blank>"
+    splits: dict[str, SplitData]  # "train", "test"
+    extra: dict | None  # extra JSON files by name (ARC: test_puzzles.json)
 
 
 @dataclass
@@ -56,10 +62,10 @@ def build_dataset(family: str, out: str | Path, options: BuildOptions, *, force:
         raise TypeError(f"{family} datasets take {OPTIONS[family].__name__}, got {type(options).__name__}")
     start = time.perf_counter()
     out = check_output(out, force)  # fail now, not after an hour of generation
-    ids, splits, extra = BUILDERS[family](options, progress)
+    made = BUILDERS[family](options, progress)
     materialize = isinstance(options, ArcOptions) and options.materialize
-    write_dataset(out, ids, splits, extra, force=force, materialize=materialize)
-    return Built(out, splits, time.perf_counter() - start)
+    write_dataset(out, made.identifiers, made.splits, made.extra, force=force, materialize=materialize)
+    return Built(out, made.splits, time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------------ shared parts
@@ -148,7 +154,7 @@ def _import_sudoku(path: Path, kind: str, box, on_bad: str, progress: bool) -> t
     return np.stack(keep_q).astype(np.uint8), np.stack(keep_a).astype(np.uint8)
 
 
-def build_sudoku(options: SudokuOptions, progress: bool = True) -> Built3:
+def build_sudoku(options: SudokuOptions, progress: bool = True) -> Splits:
     """Each train puzzle is a group of itself + `aug` augmented copies; test puzzles are disjoint
     from every train copy (generated) or taken from the test file (imported)."""
     from puzzles import sudoku
@@ -200,12 +206,12 @@ def build_sudoku(options: SudokuOptions, progress: bool = True) -> Built3:
     splits = {"train": _split(sudoku.encode(tq), sudoku.encode(ta), gidx, meta),
               "test": _split(sudoku.encode(test_q), sudoku.encode(test_a),
                              np.arange(len(test_q) + 1, dtype=np.int32), meta)}
-    return ["<blank>"], splits, None
+    return Splits(["<blank>"], splits, None)
 
 
 # -------------------------------------------------------------------------------------------- maze
 
-def build_maze(options: MazeOptions, progress: bool = True) -> Built3:
+def build_maze(options: MazeOptions, progress: bool = True) -> Splits:
     """Input = maze with S and G, label = the shortest path marked; train groups hold `aug`
     distinct dihedral copies; generated test mazes are disjoint from every train copy."""
     from puzzles import maze
@@ -255,12 +261,12 @@ def build_maze(options: MazeOptions, progress: bool = True) -> Built3:
     meta = {"vocab_size": 6, "seq_len": size * size, "family": "maze", "size": int(size)}
     splits = {"train": _split(tin, tlab, gidx, meta),
               "test": _split(test_in, test_lab, np.arange(len(test_in) + 1, dtype=np.int32), meta)}
-    return ["<blank>"], splits, None
+    return Splits(["<blank>"], splits, None)
 
 
 # --------------------------------------------------------------------------------------------- ARC
 
-def build_arc(options: ArcOptions, progress: bool = True) -> Built3:
+def build_arc(options: ArcOptions, progress: bool = True) -> Splits:
     """Train = all pairs of the training subsets + the demonstrations of the test subsets; test =
     the test subsets' test pairs (puzzles.arc.build); `test_puzzles.json` keeps their tasks."""
     from puzzles import arc
@@ -285,7 +291,7 @@ def build_arc(options: ArcOptions, progress: bool = True) -> Built3:
     if built.short_groups:
         print(f"note: {len(built.short_groups)} tasks have fewer than {cfg.aug} distinct augmented copies",
               file=sys.stderr)
-    return built.identifiers, built.splits, {"test_puzzles.json": built.test_puzzles}
+    return Splits(built.identifiers, built.splits, {"test_puzzles.json": built.test_puzzles})
 
 
 BUILDERS = {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc}
