@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     best[mode] = run
 
         rows = []
-        print(f"\n| mode | puzzles/s | speed-up | mean steps | step calls | exact acc | valid |\n|---|---|---|---|---|---|---|")
+        print("\n| mode | puzzles/s | speed-up | mean steps | step calls | exact acc | valid |\n|---|---|---|---|---|---|---|")
         for mode, (seconds, result, calls) in best.items():
             row = {"mode": mode, "puzzles_per_s": len(inputs) / seconds, "mean_steps": float(result.steps.mean()),
                    "step_calls": calls, "exact_accuracy": exact_accuracy(result.preds, labels),
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{100 * row['exact_accuracy']:.2f}% | {100 * row['valid']:.2f}% |", flush=True)
 
         table = []
-        print(f"\n| halting (continuous) | puzzles/s | mean steps | exact acc | valid |\n|---|---|---|---|---|")
+        print("\n| halting (continuous) | puzzles/s | mean steps | exact acc | valid |\n|---|---|---|---|---|")
         for t in [None, *thresholds]:
             engine = engines["continuous"] if t is None else Engine(
                 model, mode="continuous", slots=args.slots, threshold=t, device=device, compile=args.compile)
