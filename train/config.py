@@ -82,6 +82,7 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     interval: int = 5000  # epochs between evaluations (one always runs at the end); 0 = only at the end
+    interval_steps: int = 0  # > 0: evaluate every N optimiser steps instead of `interval` (learning curves)
     batch_size: int = 0  # 0 = optim.global_batch_size
     mode: str = "fixed"  # fixed: every sample runs halt_max_steps (reference); adaptive: stop at halting;
     # continuous: adaptive with halted slots refilled at once (continuous depth-wise batching, train/infer.py)
@@ -105,6 +106,8 @@ class EvalConfig:
             raise ValueError("eval.threshold needs eval.mode adaptive or continuous (fixed runs every step)")
         if self.interval < 0 or self.batch_size < 0 or self.max_examples < 0 or self.save_predictions < 0:
             raise ValueError("eval.interval, eval.batch_size, eval.max_examples and eval.save_predictions must be >= 0")
+        if self.interval_steps < 0:
+            raise ValueError(f"eval.interval_steps must be >= 0, got {self.interval_steps}")
         try:
             check_options(self.samples, self.diversity, self.noise, self.select)
         except ValueError as err:

@@ -203,6 +203,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     if opt.max_steps:
         total_steps = min(total_steps, opt.max_steps)
     eval_every = max(1, round(cfg.eval.interval * per_epoch)) if cfg.eval.interval else 0
+    eval_every = cfg.eval.interval_steps or eval_every
     trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
 
     step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
@@ -241,12 +242,16 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 "model_config": config_to_dict(model_cfg), "model_name": cfg.model,
                 "grid": dataset_grid(train_split), "last_good_step": last_good})
 
+    eval_seconds = [0.0]
+
     def run_eval() -> dict:
+        t0 = time.perf_counter()
         eval_model = trainer.ema.averaged_copy(model) if trainer.ema is not None else model
         metrics = evaluate_split(eval_model, test_split, cfg.eval, system, data_dir,
                                  out_dir=run_dir / "eval" / "test" if system.is_main else None,
                                  batch_size=cfg.eval.batch_size or opt.global_batch_size)
         model.train()
+        eval_seconds[0] = time.perf_counter() - t0  # logged apart from training seconds (bench.learn)
         return metrics
 
     bar = tqdm(total=total_steps, initial=step, disable=not (system.is_main and cfg.log.progress),
@@ -291,7 +296,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 # before it would repeat it at nearly the same weights
                 if eval_every and step % eval_every == 0 and total_steps - step >= eval_every / 2:
                     last_eval = run_eval()
-                    logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {"time/train_seconds": elapsed})
+                    logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {
+                        "time/train_seconds": elapsed, "time/eval_seconds": eval_seconds[0]})
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
                                                            if k in ("exact_accuracy", "accuracy", "halt_steps")))
                 if _any_rank(stop.requested, system) and step < total_steps:
@@ -309,7 +315,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
 
     checkpoint()  # before the final evaluation: a Ctrl-C during it loses no training
     final = run_eval()
-    logger.log(step, {f"eval/{k}": v for k, v in final.items()} | {"time/train_seconds": elapsed})
+    logger.log(step, {f"eval/{k}": v for k, v in final.items()} | {"time/train_seconds": elapsed,
+                                                                   "time/eval_seconds": eval_seconds[0]})
     logger.close()
     summary = {"run_dir": str(run_dir), "model": cfg.model, "family": cfg.data.family, "preset": cfg.preset,
                "steps": step, "train_seconds": round(elapsed, 2), "skipped_steps": bad_total,
