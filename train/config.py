@@ -57,6 +57,13 @@ class OptimConfig:
     ema: bool = False  # evaluate with an exponential moving average of the weights
     ema_rate: float = 0.999
     max_bad_steps: int = 10  # stop after this many non-finite losses in a row
+    # adam: AdamATan2 on every weight; muon: Muon on the recursion's matrix weights, AdamATan2 on the
+    # rest (train/muon.py). muon_lr 0 = lr (Muon's updates are scaled to Adam's RMS).
+    optimizer: Literal["adam", "muon"] = "adam"
+    muon_lr: float = 0.0
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_ns_steps: int = 5
 
     def __post_init__(self):
         # A NaN or infinite rate would train "successfully" into NaN weights: refuse it here.
@@ -77,6 +84,14 @@ class OptimConfig:
             raise ValueError(f"optim.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
         if not 0.0 < self.ema_rate < 1.0:
             raise ValueError(f"optim.ema_rate must be in (0, 1), got {self.ema_rate}")
+        if self.optimizer not in ("adam", "muon"):
+            raise ValueError(f"optim.optimizer must be adam or muon, got {self.optimizer!r}")
+        if not math.isfinite(self.muon_lr) or self.muon_lr < 0:
+            raise ValueError(f"optim.muon_lr must be a finite number >= 0 (0 = optim.lr), got {self.muon_lr}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ValueError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.muon_ns_steps < 1:
+            raise ValueError(f"optim.muon_ns_steps must be >= 1, got {self.muon_ns_steps}")
 
 
 @dataclass
