@@ -17,6 +17,7 @@ from typing import Callable, Literal
 
 from models import ModelConfig
 
+from . import curriculum
 from .trajectories import NOISE, check_options
 
 FAMILIES = ("sudoku", "maze", "arc")
@@ -64,6 +65,8 @@ class OptimConfig:
     muon_momentum: float = 0.95
     muon_nesterov: bool = True
     muon_ns_steps: int = 5
+    # depth that grows during training, e.g. "H_cycles:1->2@0.3" (train/curriculum.py); "" = none
+    curriculum: str = ""
 
     def __post_init__(self):
         # A NaN or infinite rate would train "successfully" into NaN weights: refuse it here.
@@ -92,6 +95,7 @@ class OptimConfig:
             raise ValueError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.muon_ns_steps < 1:
             raise ValueError(f"optim.muon_ns_steps must be >= 1, got {self.muon_ns_steps}")
+        curriculum.parse(self.curriculum)
 
 
 @dataclass
@@ -168,6 +172,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+        curriculum.check_against(curriculum.parse(self.optim.curriculum), self.model, self.arch)
 
 
 # --- presets ---------------------------------------------------------------------------------

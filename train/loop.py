@@ -31,6 +31,7 @@ from models import Carry
 from puzzles.dataset import load_split
 from puzzles.loader import TrainLoader
 
+from . import curriculum
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate_split, write_summary
@@ -205,6 +206,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     eval_every = max(1, round(cfg.eval.interval * per_epoch)) if cfg.eval.interval else 0
     eval_every = cfg.eval.interval_steps or eval_every
     trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
+    stages = curriculum.parse(opt.curriculum)  # depth as a pure function of the step
 
     step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
     last_good = 0  # the last step whose update was applied
@@ -266,6 +268,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 if carry is None:
                     carry = model.initial_carry(batch)
                 step += 1
+                if stages:
+                    curriculum.apply_depth(model, curriculum.depth_at(stages, step, total_steps))
                 result = trainer(carry, batch, step)
                 carry, lr = result.carry, result.lr
                 window = {k: v.detach() + window[k] for k, v in result.metrics.items()} if window else \
@@ -314,6 +318,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
         loader.close()
 
     checkpoint()  # before the final evaluation: a Ctrl-C during it loses no training
+    if stages:  # the architecture's own depth for the final evaluation (where the curriculum ends)
+        curriculum.apply_depth(model, {s.field: getattr(cfg.arch, s.field) for s in stages})
     final = run_eval()
     logger.log(step, {f"eval/{k}": v for k, v in final.items()} | {"time/train_seconds": elapsed,
                                                                    "time/eval_seconds": eval_seconds[0]})
