@@ -166,9 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.runs:
             raise UserError("give one or more run folders, or --run FAMILY MODEL [key=value ...] --out DIR")
         rows = [learn_row(read_metrics(Path(r)), targets, args.metric, run=r) for r in args.runs]
-    for row in rows:
-        if not row.curve:
-            raise UserError(f"{row.run}: no eval/{args.metric} in its metrics.jsonl")
+    empty = [row.run for row in rows if not row.curve]
+    if len(empty) == len(rows):
+        raise UserError(f"{', '.join(empty)}: no eval/{args.metric} in metrics.jsonl")
+    for run in empty:  # a row of dashes, said once
+        print(f"note: {run} has no eval/{args.metric} (no evaluation ran yet)", file=sys.stderr)
     if args.write:
         atomic_write(Path(args.write), json.dumps([asdict(r) for r in rows], indent=1) + "\n")
     if args.json:

@@ -61,6 +61,12 @@ def test_missing_metrics_and_no_eval(tmp_path, capsys):
     run = _write(tmp_path, RECORDS[:2])
     assert learn.run_cli(learn.main, [str(run)]) == 2
     assert "no eval/exact_accuracy" in capsys.readouterr().err
+    other = tmp_path / "other"  # beside a run that evaluated: a row of dashes and a note
+    other.mkdir()
+    (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    assert learn.main([str(run), str(other)]) == 0
+    captured = capsys.readouterr()
+    assert "note:" in captured.err and captured.out.count("\n| ") == 3
 
 
 def test_eval_interval_steps_checked():
