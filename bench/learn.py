@@ -13,7 +13,8 @@ seconds (`time/eval_seconds`, summed), and s/step measured between the first and
 training log line (so compilation is left out). The targets are only seen at evaluations: make
 them frequent and cheap for a curve, e.g. `eval.interval_steps=100 eval.max_examples=200`.
 
-`--run FAMILY MODEL [key=value ...] --out DIR` trains `python -m train.FAMILY --model MODEL` with
+`--run FAMILY MODEL [key=value ...] --out DIR` trains `python -m train.FAMILY --model MODEL --preset quick`
+(or `--preset paper`) with
 those overrides into DIR (a subprocess, so the trainer's command line checks them), then prints
 that run's row. A run that already finished in DIR is only read.
 """
@@ -123,14 +124,15 @@ def parse_targets(text: str) -> list[float]:
     return targets
 
 
-def train_command(family: str, model: str, overrides: Sequence[str], out: Path) -> list[str]:
+def train_command(family: str, model: str, overrides: Sequence[str], out: Path, preset: str = "quick") -> list[str]:
     """The trainer's own command line for one row (the overrides are checked by it)."""
-    return [sys.executable, "-m", f"train.{family}", "--model", model, *overrides, f"system.run_dir={out}"]
+    return [sys.executable, "-m", f"train.{family}", "--model", model, "--preset", preset, *overrides,
+            f"system.run_dir={out}"]
 
 
-def run_one(family: str, model: str, overrides: Sequence[str], out: Path) -> str:
+def run_one(family: str, model: str, overrides: Sequence[str], out: Path, preset: str = "quick") -> str:
     """Train into `out` unless a finished run is there; returns the command as a user would type it."""
-    cmd = train_command(family, model, overrides, out)
+    cmd = train_command(family, model, overrides, out, preset)
     shown = shlex.join(["python", *cmd[1:]])
     if not (out / "summary.json").exists():
         print(f"training: {shown}", flush=True)
@@ -151,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--write", metavar="FILE", help="also write the JSON rows (a list) to FILE")
     p.add_argument("--run", action="store_true", help="train FAMILY MODEL [key=value ...] into --out first")
     p.add_argument("--out", help="with --run: the run folder")
+    p.add_argument("--preset", default="quick", choices=("quick", "paper"), help="with --run: the preset "
+                   "(default %(default)s, also on a machine with a GPU)")
     args = p.parse_intermixed_args(argv)
     targets = parse_targets(args.targets)
     if args.run:
@@ -160,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(o.startswith("system.run_dir=") for o in overrides):
             raise UserError("--run: give the run folder with --out, not system.run_dir=")
         out = Path(args.out)
-        command = run_one(family, model, overrides, out)
+        command = run_one(family, model, overrides, out, args.preset)
         rows = [learn_row(read_metrics(out), targets, args.metric, run=str(out), command=command)]
     else:
         if not args.runs:

@@ -73,3 +73,9 @@ def test_eval_interval_steps_checked():
     from train.config import EvalConfig
     with pytest.raises(ValueError, match="eval.interval_steps"):
         EvalConfig(interval_steps=-1)
+
+
+def test_run_command_is_the_trainers_own(tmp_path):
+    cmd = learn.train_command("sudoku", "trm-mlp", ["optim.optimizer=muon"], tmp_path / "r")
+    assert cmd[1:] == ["-m", "train.sudoku", "--model", "trm-mlp", "--preset", "quick", "optim.optimizer=muon",
+                       f"system.run_dir={tmp_path / 'r'}"]
