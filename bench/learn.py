@@ -13,10 +13,9 @@ seconds (`time/eval_seconds`, summed), and s/step measured between the first and
 training log line (so compilation is left out). The targets are only seen at evaluations: make
 them frequent and cheap for a curve, e.g. `eval.interval_steps=100 eval.max_examples=200`.
 
-`--run FAMILY MODEL [key=value ...] --out DIR` trains `python -m train.FAMILY --model MODEL --preset quick`
-(or `--preset paper`) with
-those overrides into DIR (a subprocess, so the trainer's command line checks them), then prints
-that run's row. A run that already finished in DIR is only read.
+`--run FAMILY MODEL [key=value ...] --out DIR` trains `python -m train.FAMILY --model MODEL --preset
+quick` (or `--preset paper`) with those overrides into DIR (a subprocess, so the trainer's command
+line checks them), then prints that run's row. A run that already finished in DIR is only read.
 """
 from __future__ import annotations
 
