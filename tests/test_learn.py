@@ -66,7 +66,9 @@ def test_missing_metrics_and_no_eval(tmp_path, capsys):
     (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     assert learn.main([str(run), str(other)]) == 0
     captured = capsys.readouterr()
-    assert "note:" in captured.err and captured.out.count("\n| ") == 3
+    lines = {line.split(" | ")[0]: line for line in captured.out.splitlines()}
+    assert "note:" in captured.err and lines[f"| {run}"].endswith("| - | - | - | - | - | 20 | 32 | - | 0.200 |")
+    assert lines[f"| {other}"].startswith(f"| {other} | 40 / 36")
 
 
 def test_eval_interval_steps_checked():
