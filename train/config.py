@@ -19,6 +19,7 @@ from typing import Callable, Literal
 from models import ArchConfig
 from puzzles.families import FAMILIES
 
+from . import curriculum
 from .trajectories import NOISE, check_options
 
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
@@ -51,6 +52,15 @@ class OptimConfig:
     ema: bool = False  # evaluate with an exponential moving average of the weights
     ema_rate: float = 0.999
     max_bad_steps: int = 10  # stop after this many non-finite losses in a row
+    # adam: AdamATan2 on every weight; muon: Muon on the recursion's matrix weights, AdamATan2 on the
+    # rest (train/muon.py). muon_lr 0 = lr (Muon's updates are scaled to Adam's RMS).
+    optimizer: Literal["adam", "muon"] = "adam"
+    muon_lr: float = 0.0
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_ns_steps: int = 5
+    # depth that grows during training, e.g. "H_cycles:1->2@0.3" (train/curriculum.py); "" = none
+    curriculum: str = ""
 
     def __post_init__(self):
         # A NaN or infinite rate would train "successfully" into NaN weights: refuse it here.
@@ -71,11 +81,21 @@ class OptimConfig:
             raise ValueError(f"optim.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
         if not 0.0 < self.ema_rate < 1.0:
             raise ValueError(f"optim.ema_rate must be in (0, 1), got {self.ema_rate}")
+        if self.optimizer not in ("adam", "muon"):
+            raise ValueError(f"optim.optimizer must be adam or muon, got {self.optimizer!r}")
+        if not math.isfinite(self.muon_lr) or self.muon_lr < 0:
+            raise ValueError(f"optim.muon_lr must be a finite number >= 0 (0 = optim.lr), got {self.muon_lr}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ValueError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.muon_ns_steps < 1:
+            raise ValueError(f"optim.muon_ns_steps must be >= 1, got {self.muon_ns_steps}")
+        curriculum.parse(self.curriculum)
 
 
 @dataclass
 class EvalConfig:
     interval: int = 5000  # epochs between evaluations (one always runs at the end); 0 = only at the end
+    interval_steps: int = 0  # > 0: evaluate every N optimiser steps instead of `interval` (learning curves)
     batch_size: int = 0  # 0 = optim.global_batch_size
     mode: str = "fixed"  # fixed: every sample runs halt_max_steps (reference); adaptive: stop at halting;
     # continuous: adaptive with halted slots refilled at once (continuous depth-wise batching, train/infer.py)
@@ -99,6 +119,8 @@ class EvalConfig:
             raise ValueError("eval.threshold needs eval.mode adaptive or continuous (fixed runs every step)")
         if self.interval < 0 or self.batch_size < 0 or self.max_examples < 0 or self.save_predictions < 0:
             raise ValueError("eval.interval, eval.batch_size, eval.max_examples and eval.save_predictions must be >= 0")
+        if self.interval_steps < 0:
+            raise ValueError(f"eval.interval_steps must be >= 0, got {self.interval_steps}")
         try:
             check_options(self.samples, self.diversity, self.noise, self.select)
         except ValueError as err:
@@ -144,6 +166,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+        curriculum.check_against(curriculum.parse(self.optim.curriculum), self.model, self.arch)
 
 
 # --- presets ---------------------------------------------------------------------------------

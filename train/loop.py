@@ -28,6 +28,7 @@ from models import Carry, DataShape, HaltingModel, build_model
 from puzzles.dataset import load_split
 from train.loader import TrainLoader
 
+from . import curriculum
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .data import check_family, check_shape, dataset_grid, dataset_shape, ensure_dataset
@@ -151,7 +152,9 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     if opt.max_steps:
         total_steps = min(total_steps, opt.max_steps)
     eval_every = max(1, round(cfg.eval.interval * per_epoch)) if cfg.eval.interval else 0
+    eval_every = cfg.eval.interval_steps or eval_every
     trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
+    stages = curriculum.parse(opt.curriculum)  # depth as a pure function of the step
 
     step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
     last_good = 0  # the last step whose update was applied
@@ -187,12 +190,16 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 "step": step, "bad_steps": bad_total, "elapsed": elapsed, "eval": last_eval,
                 "last_good_step": last_good, **model_record(cfg.model, model, dataset_grid(train_split))})
 
+    eval_seconds = [0.0]
+
     def run_eval() -> dict:
+        t0 = time.perf_counter()
         eval_model = trainer.ema.averaged_copy(model) if trainer.ema is not None else model
         metrics = evaluate_split(eval_model, test_split, cfg.eval, system, data_dir,
                                  out_dir=run_dir / "eval" / "test" if system.is_main else None,
                                  batch_size=cfg.eval.batch_size or opt.global_batch_size)
         model.train()
+        eval_seconds[0] = time.perf_counter() - t0  # logged apart from training seconds (bench.learn)
         return metrics
 
     bar = tqdm(total=total_steps, initial=step, disable=not (system.is_main and cfg.log.progress),
@@ -207,6 +214,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 if carry is None:
                     carry = model.initial_carry(batch)
                 step += 1
+                if stages:
+                    curriculum.apply_depth(model, curriculum.depth_at(stages, step, total_steps))
                 result = trainer(carry, batch, step)
                 carry, lr = result.carry, result.lr
                 window = {k: v.detach() + window[k] for k, v in result.metrics.items()} if window else \
@@ -237,7 +246,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 # before it would repeat it at nearly the same weights
                 if eval_every and step % eval_every == 0 and total_steps - step >= eval_every / 2:
                     last_eval = run_eval()
-                    logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {"time/train_seconds": elapsed})
+                    logger.log(step, {f"eval/{k}": v for k, v in last_eval.items()} | {
+                        "time/train_seconds": elapsed, "time/eval_seconds": eval_seconds[0]})
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
                                                            if k in ("exact_accuracy", "accuracy", "halt_steps")))
                 if _any_rank(stop.requested, system) and step < total_steps:
@@ -254,8 +264,11 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
         loader.close()
 
     checkpoint()  # before the final evaluation: a Ctrl-C during it loses no training
+    if stages:  # the architecture's own depth for the final evaluation (where the curriculum ends)
+        curriculum.apply_depth(model, {s.field: getattr(cfg.arch, s.field) for s in stages})
     final = run_eval()
-    logger.log(step, {f"eval/{k}": v for k, v in final.items()} | {"time/train_seconds": elapsed})
+    logger.log(step, {f"eval/{k}": v for k, v in final.items()} | {"time/train_seconds": elapsed,
+                                                                   "time/eval_seconds": eval_seconds[0]})
     logger.close()
     summary = {"run_dir": str(run_dir), "model": cfg.model, "family": cfg.data.family, "preset": cfg.preset,
                "steps": step, "train_seconds": round(elapsed, 2), "skipped_steps": bad_total,

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from models import Carry, HaltingModel
 
 from .config import OptimConfig
+from .muon import MuonAdamATan2
 from .optim import EMA, AdamATan2, SparseSignSGD, lr_at
 
 
@@ -38,8 +39,13 @@ class TrainStep:
     def __init__(self, model: HaltingModel, opt: OptimConfig, total_steps: int, compile: bool = False,
                  distributed: bool = False):
         self.model, self.opt, self.total_steps, self.distributed = model, opt, total_steps, distributed
-        self.adam = AdamATan2(model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2),
-                              weight_decay=opt.weight_decay)
+        if opt.optimizer == "muon":  # Muon on the recursion's matrices, AdamATan2 on the rest (train/muon.py)
+            self.adam = MuonAdamATan2(model, lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay,
+                                      muon_lr=opt.muon_lr or opt.lr, momentum=opt.muon_momentum,
+                                      nesterov=opt.muon_nesterov, ns_steps=opt.muon_ns_steps)
+        else:
+            self.adam = AdamATan2(model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2),
+                                  weight_decay=opt.weight_decay)
         self.sparse = (SparseSignSGD(model.puzzle_emb, lr=opt.puzzle_emb_lr, weight_decay=opt.puzzle_emb_weight_decay)
                        if model.puzzle_emb is not None else None)
         self.ema = EMA(model, opt.ema_rate) if opt.ema else None
