@@ -10,7 +10,7 @@ from train import curriculum
 from train.checkpoint import load_checkpoint
 from train.config import PRESETS
 from train.loop import train
-from train.run import apply_user_overrides
+from train.overrides import apply_overrides
 from train.overrides import ConfigError
 
 from .test_train import _crash_at, _keep_threads, assert_same, final_state, ids_data, sudoku_data, tiny_cfg  # noqa: F401
@@ -28,13 +28,15 @@ def test_schedule_is_a_pure_function_of_the_step():
 
 
 def test_apply_depth_changes_copies_not_the_callers_config():
-    from models import MODELS
-    cfg = apply_user_overrides(PRESETS["quick"]("sudoku", "trm-mlp"), [])
-    import dataclasses
-    arch = dataclasses.replace(cfg.arch, seq_len=36, vocab_size=8)
-    model = MODELS["trm-mlp"](arch)
+    import torch
+    from models import build_model
+    from models.config import DataShape
+    arch = apply_overrides(PRESETS["quick"]("sudoku", "trm-mlp"), []).arch
+    model = build_model("trm-mlp", arch, DataShape(seq_len=36, vocab_size=8), torch.float32)
+    built = model.config
     assert curriculum.apply_depth(model, {"H_cycles": 1})
-    assert model.config.H_cycles == 1 and model.core.config.H_cycles == 1 and arch.H_cycles == 2
+    assert model.config.H_cycles == 1 and model.core.config.H_cycles == 1
+    assert arch.H_cycles == 2 and built.H_cycles == 2
     assert not curriculum.apply_depth(model, {"H_cycles": 1})  # nothing to change: no new objects
 
 
@@ -49,13 +51,13 @@ def test_apply_depth_changes_copies_not_the_callers_config():
 ])
 def test_bad_spec_is_one_clear_error(spec, words):
     with pytest.raises(ConfigError, match="optim.curriculum") as err:
-        apply_user_overrides(PRESETS["quick"]("sudoku", "trm-mlp"), [f"optim.curriculum={spec}"])
+        apply_overrides(PRESETS["quick"]("sudoku", "trm-mlp"), [f"optim.curriculum={spec}"])
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
 def test_only_models_that_read_the_depth_per_forward():
     with pytest.raises(ConfigError, match="optim.curriculum works with models"):
-        apply_user_overrides(PRESETS["quick"]("sudoku", "transformer"), ["optim.curriculum=H_cycles:1->1@0.5"])
+        apply_overrides(PRESETS["quick"]("sudoku", "transformer"), ["optim.curriculum=H_cycles:1->1@0.5"])
 
 
 def test_resume_mid_curriculum_is_bit_identical(tmp_path, ids_data, monkeypatch):

@@ -155,6 +155,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     eval_every = cfg.eval.interval_steps or eval_every
     trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
     stages = curriculum.parse(opt.curriculum)  # depth as a pure function of the step
+    record = model_record(cfg.model, model, dataset_grid(train_split))  # the arch's depth, not a stage's
 
     step, carry, bad_in_row, bad_total, elapsed, last_eval = 0, None, 0, 0, 0.0, {}
     last_good = 0  # the last step whose update was applied
@@ -188,7 +189,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 "config": config_to_dict(cfg), "model": model.state_dict(), "optim": trainer.state_dict(),
                 "loader": loader.state_dict(), "rng": capture_rng_state(), "carry": carry_state(carry),
                 "step": step, "bad_steps": bad_total, "elapsed": elapsed, "eval": last_eval,
-                "last_good_step": last_good, **model_record(cfg.model, model, dataset_grid(train_split))})
+                "last_good_step": last_good, **record})
 
     eval_seconds = [0.0]
 
