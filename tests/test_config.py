@@ -52,3 +52,13 @@ def test_cli_unknown_key_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: unknown config key 'arch.L_cycle'; did you mean 'arch.L_cycles'?"]
     assert not (tmp_path / "data").exists()  # nothing built for a typo
+
+
+def test_cli_overrides_may_come_before_flags():
+    """`python -m train.maze --model trm data.path=D --preset quick k=v` is how people type it:
+    overrides on both sides of a flag all reach the config (argparse's plain parse refuses it)."""
+    from train.cli import parser
+    args = parser("maze").parse_intermixed_args(
+        ["--model", "trm", "data.path=D", "--preset", "quick", "optim.lr=1e-3", "--resume"])
+    assert args.overrides == ["data.path=D", "optim.lr=1e-3"]
+    assert (args.model, args.preset, args.resume) == ("trm", "quick", True)

@@ -40,7 +40,7 @@ def parser(family: str) -> argparse.ArgumentParser:
 
 
 def main(family: str, argv: Sequence[str] | None = None) -> int:
-    args = parser(family).parse_args(argv)
+    args = parser(family).parse_intermixed_args(argv)
     preset = args.preset
     if preset is None:
         preset = "paper" if torch.cuda.is_available() else "quick"

@@ -119,7 +119,10 @@ class TrainStep:
         that the sum overflows: weights that are broken anyway). One reduction per tensor is
         far cheaper than an elementwise isfinite mask."""
         sums = [t.sum() for t in self.state_tensors() if t.is_floating_point()]
-        return bool(torch.stack(sums).sum().isfinite().item()) if sums else True
+        if not sums:
+            return True
+        device = sums[0].device  # Adam keeps its step counters on the CPU even when training on a GPU
+        return bool(torch.stack([s.to(device) for s in sums]).sum().isfinite().item())
 
     # checkpoint support
     def state_dict(self) -> dict:
