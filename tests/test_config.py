@@ -62,3 +62,18 @@ def test_cli_overrides_may_come_before_flags():
         ["--model", "trm", "data.path=D", "--preset", "quick", "optim.lr=1e-3", "--resume"])
     assert args.overrides == ["data.path=D", "optim.lr=1e-3"]
     assert (args.model, args.preset, args.resume) == ("trm", "quick", True)
+
+
+@pytest.mark.parametrize("model", ["ut", "rrt", "mor"])
+def test_quick_variants_follow_trms_attention_recipe(model):
+    """The survey's variants are attention models: on Sudoku and mazes their quick preset is trm's
+    (2-D positions, lr decay), so a comparison with trm changes only the recursion."""
+    from train.config import quick
+    for family in ("sudoku", "maze"):
+        trm, var = quick(family, "trm"), quick(family, model)
+        assert var.arch.pos_encodings == trm.arch.pos_encodings != "rope"
+        assert var.arch.attn_bias == trm.arch.attn_bias
+        assert (var.optim.lr, var.optim.lr_min_ratio, var.optim.global_batch_size) == \
+               (trm.optim.lr, trm.optim.lr_min_ratio, trm.optim.global_batch_size)
+    sudoku = quick("sudoku", model)
+    assert sudoku.arch.ut_max_steps == 7 if model == "ut" else sudoku.arch.H_cycles == 2

@@ -23,6 +23,7 @@ from . import curriculum
 from .trajectories import NOISE, check_options
 
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
+ATTENTION = ("hrm", "trm", "transformer", "ut", "rrt", "mor")  # every model but trm-mlp mixes cells by attention
 
 
 @dataclass
@@ -230,11 +231,13 @@ def quick(family: str, model: str) -> TrainConfig:
         # More, smaller updates reach a given accuracy with far fewer examples (batch 32 beats
         # 128 per example), and T=2 learns as fast per step as T=3 at 2/3 of the cost (README,
         # Results). Few evaluations: each runs all 8 supervision steps on 500 puzzles.
-        if model in ("trm", "trm-mlp"):
+        if model in ("trm", "trm-mlp", "rrt", "mor"):
             arch = dataclasses.replace(arch, H_cycles=2)
+        elif model == "ut":  # TRM at T=2 is 10 net calls, 5 differentiated: 20 call-units; UT 7 x 3 = 21
+            arch = dataclasses.replace(arch, ut_max_steps=7)
         optim = dataclasses.replace(optim, global_batch_size=32, epochs=56)
         ev = dataclasses.replace(ev, batch_size=256)
-        if model in ("trm", "hrm", "transformer"):
+        if model in ATTENTION:
             # Attention must find rows, columns and boxes itself: absolute row + column vectors
             # (boxes are a function of them) and 2-D RoPE let it, where 1-D RoPE or 2-D RoPE
             # alone plateau at ~0.7 cell accuracy (docs/ablation.md). lr 2e-3 diverges with
@@ -243,9 +246,9 @@ def quick(family: str, model: str) -> TrainConfig:
             # needs more steps than TRM-MLP (docs/ablation.md).
             arch = dataclasses.replace(arch, pos_encodings="rope2d+learned2d", attn_bias="pairwise")
             optim = dataclasses.replace(optim, lr=7e-4, epochs=100 if model == "hrm" else 80)
-        if model in ("trm", "hrm"):
+        if model in ATTENTION and model != "transformer":
             # A cosine decay to 0.1x over the run: markedly higher held-out exact accuracy for
-            # trm and hrm in the same number of steps (docs/ablation.md).
+            # trm and hrm in the same number of steps (docs/ablation.md); the variants follow trm.
             optim = dataclasses.replace(optim, lr_min_ratio=0.1)
         if model == "transformer":
             # Equal compute to trm per supervision step: 12 blocks forward and backward (~36
@@ -255,18 +258,20 @@ def quick(family: str, model: str) -> TrainConfig:
         # A path is found by spreading outwards from S and G cell by cell: the depthwise 3x3
         # convolution in the feed-forward block does one such step per layer; 2-D RoPE lets
         # attention address neighbours by (row, column) offset, learned rows/columns add where a
-        # cell is (absolute positions helped attention on Sudoku). Not yet shown to learn mazes.
-        # lr 2e-3 made attention's loss climb again after step 120 (docs/maze_arc.md): 7e-4.
-        if model in ("trm", "hrm", "transformer"):
+        # cell is (absolute positions helped attention on Sudoku). lr 2e-3 made attention's loss
+        # climb again after step 120; on a GPU, lr 4e-4 decaying to 0.1x learned mazes fastest
+        # of the settings tried (0.28 exact at step 4000; 7e-4 constant: 0.004 at 2500), but
+        # far beyond this preset's 625 steps (docs/maze_arc.md).
+        if model in ATTENTION:
             arch = dataclasses.replace(arch, pos_encodings="rope2d+learned2d", ffn_conv=3)
-            optim = dataclasses.replace(optim, lr=min(optim.lr, 7e-4))
+            optim = dataclasses.replace(optim, lr=min(optim.lr, 4e-4), lr_min_ratio=0.1)
         optim = dataclasses.replace(optim, global_batch_size=32, epochs=10)
         ev = dataclasses.replace(ev, interval=5, batch_size=250)
     elif family == "arc":  # 10x10 canvas: ARC-AGI-1 (+ ConceptARC) tasks whose grids all fit it
         # ARC needs the per-task puzzle embedding to say which task it is solving; translation
         # augmentation moves grids around the canvas, so relative 2-D positions suit it.
         arch = dataclasses.replace(arch, puzzle_emb_ndim=128, puzzle_emb_len=1)
-        if model in ("trm", "hrm", "transformer"):
+        if model in ATTENTION:
             arch = dataclasses.replace(arch, pos_encodings="rope2d", ffn_conv=3)
             optim = dataclasses.replace(optim, lr=min(optim.lr, 7e-4))
         optim = dataclasses.replace(optim, global_batch_size=32, epochs=20, weight_decay=0.1,
