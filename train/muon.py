@@ -31,7 +31,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .optim import AdamATan2
+from .optim import AdamATan2, evaluate_closure
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 RMS_MATCH = 0.2  # Adam's typical update RMS
@@ -83,10 +83,7 @@ class MuonAdamATan2(AdamATan2):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             if group.get("muon"):
                 self._muon_step(group)

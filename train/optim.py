@@ -21,6 +21,14 @@ import torch.distributed as dist
 from torch import nn
 
 
+def evaluate_closure(closure):
+    """torch.optim's contract: step(closure) re-evaluates the loss with gradients on and returns it."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class AdamATan2(torch.optim.Optimizer):
     """Per element, with step t (from 1), bc1 = 1 - b1^t, bc2 = 1 - b2^t:
 
@@ -44,10 +52,7 @@ class AdamATan2(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             # Bucket by (device, dtype, step) so each bucket is one set of foreach kernels.
             buckets: dict[tuple, list[torch.Tensor]] = {}
