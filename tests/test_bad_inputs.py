@@ -503,3 +503,9 @@ def test_run_cli_names_the_path_for_os_errors(tmp_path, capsys):
                        (OSError(errno.EFBIG, "File too large", "/run/c.pt"), ["/run/c.pt", "ulimit"]),
                        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), ["not UTF-8"])):
         fails(raiser(err), [], capsys, *names)
+
+
+def test_batch_larger_than_the_dataset_is_one_line(tmp_path, sudoku_data, capsys):
+    """A batch the training split cannot fill is the user's choice of data and batch size."""
+    fails(trainer(), base(sudoku_data, tmp_path / "r", "optim.global_batch_size=100000"), capsys,
+          "optim.global_batch_size", "fewer than", new_ok=True)

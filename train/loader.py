@@ -28,6 +28,7 @@ import torch
 
 from models.losses import IGNORE_LABEL_ID  # what the loss ignores; datasets store their own (0)
 from puzzles.dataset import Split
+from puzzles.errors import UserError
 
 
 def _to_batch(split: Split, rows: np.ndarray, puzzles: np.ndarray) -> dict[str, np.ndarray]:
@@ -39,6 +40,10 @@ def _to_batch(split: Split, rows: np.ndarray, puzzles: np.ndarray) -> dict[str, 
     return {"inputs": inputs, "labels": labels,
             "puzzle_identifiers": split.puzzle_identifiers[puzzles].astype(np.int32)}
 
+
+
+class BatchTooLarge(UserError, ValueError):
+    """The dataset cannot fill one batch: a user's choice of data and batch size, one line at the CLI."""
 
 class _Plan:
     """The batches of one iteration: group order, picked puzzle per group, batch boundaries."""
@@ -154,9 +159,9 @@ class TrainLoader:
                 continue
             empty = empty + 1 if n == 0 else 0
             if empty > 1:
-                raise ValueError(f"{self.split.root}/{self.split.name}: one iteration holds fewer than "
-                                 f"global_batch_size={self.global_batch_size} examples; lower the batch "
-                                 f"size or raise epochs_per_iter")
+                raise BatchTooLarge(f"{self.split.root}/{self.split.name}: one iteration holds fewer than "
+                                    f"global_batch_size={self.global_batch_size} examples; lower the batch "
+                                    f"size (optim.global_batch_size) or raise epochs_per_iter")
             iteration, k = iteration + 1, 0
 
     def _produce(self, start: tuple[int, int], out: queue.Queue, stop: threading.Event) -> None:
