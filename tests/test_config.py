@@ -77,3 +77,12 @@ def test_quick_variants_follow_trms_attention_recipe(model):
                (trm.optim.lr, trm.optim.lr_min_ratio, trm.optim.global_batch_size)
     sudoku = quick("sudoku", model)
     assert sudoku.arch.ut_max_steps == 7 if model == "ut" else sudoku.arch.H_cycles == 2
+
+
+def test_help_lists_the_values_of_the_model_asked_for(capsys):
+    from train.cli import main
+    for argv, line in ((["--help"], "optim.lr = 0.002"), (["--model", "trm", "--help"], "optim.lr = 0.0007"),
+                       (["--model", "hrm", "--preset", "paper", "--help"], "paper preset with --model hrm")):
+        with pytest.raises(SystemExit):
+            main("sudoku", argv)
+        assert line in capsys.readouterr().out, argv

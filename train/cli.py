@@ -20,15 +20,18 @@ from .overrides import apply_overrides, config_leaves
 DEFAULT_MODEL = {"sudoku": "trm-mlp", "maze": "trm", "arc": "trm"}
 
 
-def parser(family: str) -> argparse.ArgumentParser:
-    example = PRESETS["quick"](family, DEFAULT_MODEL[family])
+def parser(family: str, model: str | None = None, preset: str | None = None) -> argparse.ArgumentParser:
+    """`model`/`preset`: whose values --help lists (those the command line names, else the defaults)."""
+    model = model if model in MODEL_NAMES else DEFAULT_MODEL[family]
+    preset = preset if preset in PRESETS else "quick"
+    example = PRESETS[preset](family, model)
     keys = "\n".join(f"  {k} = {v!r}" for k, v in config_leaves(example).items()
                      if k not in ("model", "preset"))
     p = argparse.ArgumentParser(
         prog=f"python -m train.{family}", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Train a recursive reasoning model on {family}, evaluate it, write runs/<name>/ "
                     f"(checkpoint.pt, metrics.jsonl, summary.json, eval/test/predictions.npz).",
-        epilog=f"config keys (values of the quick preset with --model {DEFAULT_MODEL[family]}):\n{keys}")
+        epilog=f"config keys (values of the {preset} preset with --model {model}):\n{keys}")
     p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL[family],
                    help=f"model to train (default {DEFAULT_MODEL[family]})")
     p.add_argument("--preset", choices=sorted(PRESETS),
@@ -40,7 +43,11 @@ def parser(family: str) -> argparse.ArgumentParser:
 
 
 def main(family: str, argv: Sequence[str] | None = None) -> int:
-    args = parser(family).parse_intermixed_args(argv)
+    first = argparse.ArgumentParser(add_help=False)  # --help lists the values of the model asked for
+    first.add_argument("--model")
+    first.add_argument("--preset")
+    named, _ = first.parse_known_args(argv)
+    args = parser(family, named.model, named.preset).parse_intermixed_args(argv)
     preset = args.preset
     if preset is None:
         preset = "paper" if torch.cuda.is_available() else "quick"
