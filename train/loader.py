@@ -41,9 +41,9 @@ def _to_batch(split: Split, rows: np.ndarray, puzzles: np.ndarray) -> dict[str, 
             "puzzle_identifiers": split.puzzle_identifiers[puzzles].astype(np.int32)}
 
 
-
 class BatchTooLarge(UserError, ValueError):
     """The dataset cannot fill one batch: a user's choice of data and batch size, one line at the CLI."""
+
 
 class _Plan:
     """The batches of one iteration: group order, picked puzzle per group, batch boundaries."""

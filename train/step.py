@@ -102,13 +102,14 @@ class TrainStep:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def state_tensors(self) -> list[torch.Tensor]:
-        """Every tensor an update writes: parameters, the puzzle table, Adam's state, the EMA shadow."""
+    def state_tensors(self, counters: bool = True) -> list[torch.Tensor]:
+        """Every tensor an update writes: parameters, the puzzle table, Adam's state, the EMA shadow.
+        `counters=False` leaves out Adam's step counts (kept on the CPU even when training on a GPU)."""
         tensors = [p.data for p in self.model.parameters()]
         if self.model.puzzle_emb is not None:
             tensors.append(self.model.puzzle_emb.weights)
         for state in self.adam.state.values():
-            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+            tensors += [v for k, v in state.items() if isinstance(v, torch.Tensor) and (counters or k != "step")]
         if self.ema is not None:
             tensors += list(self.ema.shadow.values())
         return tensors
@@ -117,12 +118,9 @@ class TrainStep:
     def state_is_finite(self) -> bool:
         """A tensor's sum is inf or NaN when any value is (or when values are so large, ~1e32,
         that the sum overflows: weights that are broken anyway). One reduction per tensor is
-        far cheaper than an elementwise isfinite mask."""
-        sums = [t.sum() for t in self.state_tensors() if t.is_floating_point()]
-        if not sums:
-            return True
-        device = sums[0].device  # Adam keeps its step counters on the CPU even when training on a GPU
-        return bool(torch.stack([s.to(device) for s in sums]).sum().isfinite().item())
+        far cheaper than an elementwise isfinite mask. Step counts are counts: never inf or NaN."""
+        sums = [t.sum() for t in self.state_tensors(counters=False) if t.is_floating_point()]
+        return bool(torch.stack(sums).sum().isfinite().item()) if sums else True
 
     # checkpoint support
     def state_dict(self) -> dict:
