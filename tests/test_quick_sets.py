@@ -213,12 +213,9 @@ def test_maze_quick_schedule_is_3000_steps_of_64_with_three_evaluations():
     groups): the schedule the GPU runs measured (docs/maze_arc.md), not whatever epochs x batch gives."""
     from types import SimpleNamespace
 
-    from train.loop import steps_per_epoch
+    from train.loop import schedule
     for model in ("trm", "hrm", "trm-mlp", "transformer"):
         cfg = PRESETS["quick"]("maze", model)
-        per_epoch = steps_per_epoch(SimpleNamespace(num_groups=2000, meta={"mean_puzzle_examples": 1.0}),
-                                    cfg.optim.global_batch_size)
-        total = int(cfg.optim.epochs * per_epoch)
-        every = round(cfg.eval.interval * per_epoch)
+        total, every = schedule(cfg, SimpleNamespace(num_groups=2000, meta={"mean_puzzle_examples": 1.0}))
         assert (cfg.optim.global_batch_size, total) == (64, 3000)
         assert [s for s in range(1, total + 1) if s % every == 0] == [1000, 2000, 3000]

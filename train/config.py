@@ -233,13 +233,13 @@ def quick(family: str, model: str) -> TrainConfig:
         # Results). Few evaluations: each runs all 8 supervision steps on 500 puzzles.
         if model in ("trm", "trm-mlp", "rrt", "mor"):
             arch = dataclasses.replace(arch, H_cycles=2)
+        elif model == "ut":  # TRM at T=2 is 10 net calls, 5 differentiated: 20 call-units; UT 7 x 3 = 21
+            arch = dataclasses.replace(arch, ut_max_steps=7)
         if model == "trm-mlp":
             # Width 64 reaches 0.95 held-out exact in the same steps as 128 (1000-1250, two seeds)
             # and ends no lower, at 55% of the bf16 step time and 44% of the float32 one
             # (docs/time_to_accuracy.md); 6x6 Sudoku does not need the width.
             arch = dataclasses.replace(arch, hidden_size=64)
-        elif model == "ut":  # TRM at T=2 is 10 net calls, 5 differentiated: 20 call-units; UT 7 x 3 = 21
-            arch = dataclasses.replace(arch, ut_max_steps=7)
         optim = dataclasses.replace(optim, global_batch_size=32, epochs=56)
         ev = dataclasses.replace(ev, batch_size=256)
         if model in ATTENTION:

@@ -48,6 +48,16 @@ def steps_per_epoch(split, global_batch_size: int) -> float:
     return max(examples / global_batch_size, 1e-9)
 
 
+def schedule(cfg: TrainConfig, split) -> tuple[int, int]:
+    """(optimiser steps of the run, steps between evaluations; 0 = only the final one)."""
+    opt, per_epoch = cfg.optim, steps_per_epoch(split, cfg.optim.global_batch_size)
+    total_steps = max(1, int(opt.epochs * per_epoch))
+    if opt.max_steps:
+        total_steps = min(total_steps, opt.max_steps)
+    eval_every = max(1, round(cfg.eval.interval * per_epoch)) if cfg.eval.interval else 0
+    return total_steps, cfg.eval.interval_steps or eval_every
+
+
 def _carry_is_finite(carry: Carry | None) -> bool:
     return carry is None or bool(torch.isfinite(carry.z_H).all() and torch.isfinite(carry.z_L).all())
 
@@ -147,12 +157,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     opt = cfg.optim
     loader = TrainLoader(train_split, opt.global_batch_size, seed=cfg.system.seed, rank=system.rank,
                          world_size=system.world_size, pin_memory=system.device.type == "cuda")
-    per_epoch = steps_per_epoch(train_split, opt.global_batch_size)
-    total_steps = max(1, int(opt.epochs * per_epoch))
-    if opt.max_steps:
-        total_steps = min(total_steps, opt.max_steps)
-    eval_every = max(1, round(cfg.eval.interval * per_epoch)) if cfg.eval.interval else 0
-    eval_every = cfg.eval.interval_steps or eval_every
+    total_steps, eval_every = schedule(cfg, train_split)
     trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
     stages = curriculum.parse(opt.curriculum)  # depth as a pure function of the step
     record = model_record(cfg.model, model, dataset_grid(train_split))  # the arch's depth, not a stage's
