@@ -5,8 +5,8 @@
     python -m bench.build                              # everything at paper size (Sudoku 9x9 takes a while)
 
 Each build runs as its own child process, so its peak RSS (`wait4` rusage ru_maxrss) is its own.
-The ARC builds need ConceptARC as Kaggle-style files (`--concept DIR`, default ../shared/data/arc
-beside the repository). After a paper-sized ARC build the reference builder's figures for the same
+The ARC builds add ConceptARC from Kaggle-style files (`--concept DIR`, default the copy bundled in
+puzzles/data/arc). After a paper-sized ARC build the reference builder's figures for the same
 set (fixture README; always materialised) are printed beside ours; measured figures are in the README.
 """
 from __future__ import annotations
@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from puzzles.build_options import CONCEPT_ARC as DEFAULT_CONCEPT
 from puzzles.builders import human_bytes
 from puzzles.dataset import disk_bytes
 from puzzles.errors import UserError, atomic_write, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONCEPT = ROOT.parent / "shared" / "data" / "arc"
 REFERENCE_ARC = {"seconds": 270, "peak_rss": 14.8 * 2**30, "bytes": 7.27e9}
 
 

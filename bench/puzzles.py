@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from puzzles import maze, sudoku
+from puzzles.build_options import MAGICTOUR
 from puzzles.errors import PuzzleError, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SUDOKU = ROOT.parent / "shared" / "data" / "sudoku" / "magictour_top1465.txt"
 
 
 def timed(label: str, count: int, fn) -> float:
@@ -33,8 +32,8 @@ def timed(label: str, count: int, fn) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.puzzles", description=__doc__.split("\n")[0])
-    parser.add_argument("--sudoku-file", type=Path, default=DEFAULT_SUDOKU,
-                        help="one-puzzle-per-line 9x9 file to solve (default: ../shared/data/sudoku/magictour_top1465.txt)")
+    parser.add_argument("--sudoku-file", type=Path, default=MAGICTOUR,
+                        help="one-puzzle-per-line 9x9 file to solve (default: the bundled magictour top1465 list)")
     parser.add_argument("--quick", action="store_true", help="fewer generated items")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ Configs (batch 64, 81 cells + a 16-position prefix holding a puzzle vector of hi
     D  TRM at paper size: hidden 512, 8 heads, batch 32
     Q, QT, QH  the CPU quick preset's shapes: 6x6 Sudoku (36 cells, vocab 8), batch 128, hidden 128, no
        prefix, halt_max_steps 8; Q trm-mlp H3 L4, QT trm (attention + RoPE) H3 L4, QH hrm as C
-       (the quick preset since session 7: batch 32, H_cycles 2 and, for trm-mlp, hidden 64:
+       (today's quick preset is batch 32, H_cycles 2 and, for trm-mlp, hidden 64:
        --config Q --batch 32 --arch H_cycles=2 --arch hidden_size=64)
     QU, QR, QM  the recursion variants at QT's shapes: ut (T_max 8), rrt (rank 8), mor (expert, 1/3);
        their GFLOP are effective (cells updated, from the steps' mean_* statistics; docs/variants.md)

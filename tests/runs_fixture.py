@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-REF_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "datasets"
+REF_DATASETS = Path(__file__).resolve().parent / "fixtures" / "reference" / "datasets"
 
 
 def corrupt(label: np.ndarray, family: str, rng: np.random.Generator) -> np.ndarray:

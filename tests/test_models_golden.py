@@ -1,4 +1,4 @@
-"""Golden parity tests against the reference fixtures (../shared/fixtures/reference/*.pt).
+"""Golden parity tests against the reference fixtures (tests/fixtures/reference/*.pt).
 
 Run: python -m pytest -q tests/test_models_golden.py
 

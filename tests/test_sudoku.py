@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from puzzles import sudoku
+from puzzles.build_options import BUNDLED, MAGICTOUR
 from puzzles.errors import PuzzleError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,10 +285,10 @@ def _solve_file(path: Path) -> int:
     return len(items)
 
 
-def test_acceptance_top95(shared_dir):
-    assert _solve_file(shared_dir / "data" / "sudoku" / "top95.txt") == 95
+def test_acceptance_top95():
+    assert _solve_file(BUNDLED / "sudoku" / "top95.txt") == 95
 
 
 @pytest.mark.slow
-def test_acceptance_magictour_top1465(shared_dir):
-    assert _solve_file(shared_dir / "data" / "sudoku" / "magictour_top1465.txt") == 1465
+def test_acceptance_magictour_top1465():
+    assert _solve_file(MAGICTOUR) == 1465

