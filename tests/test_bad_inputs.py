@@ -31,7 +31,7 @@ from .test_infer import sudoku_ckpt  # noqa: F401  (fixture)
 from .test_train import TINY, _keep_threads, assert_same, build_sudoku, final_state, sudoku_data, tiny_cfg  # noqa: F401
 from .test_train import trained_run  # noqa: F401
 
-REFERENCE_ARC = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "datasets" / "arc-tiny-aug-2"
+REFERENCE_ARC = Path(__file__).resolve().parent / "fixtures" / "reference" / "datasets" / "arc-tiny-aug-2"
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -210,6 +210,17 @@ def test_trainer_refuses_bad_numbers_without_starting(tmp_path, sudoku_data, cap
     for value in ("nan", "inf", "-0.1"):
         fails(trainer(), base(sudoku_data, tmp_path / "r", f"optim.lr={value}"), capsys, "optim.lr",
               roots=(tmp_path,))
+    assert not (tmp_path / "r").exists()
+
+
+def test_wandb_logger_without_wandb_says_how_to_install(tmp_path, sudoku_data, capsys, monkeypatch):
+    """W&B is an optional extra: asking for it without it is one line, before anything is written."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    line = fails(trainer(), base(sudoku_data, tmp_path / "r", "log.logger=wandb"), capsys,
+                 "log.logger=wandb", 'pip install -e ".[wandb]"', roots=(tmp_path,))
+    assert line.startswith("error: ")
     assert not (tmp_path / "r").exists()
 
 

@@ -6,14 +6,21 @@ themselves, it runs in offline mode (sync later with `wandb sync`).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 
-from puzzles.errors import atomic_write
+from puzzles.errors import UserError, atomic_write
 
 from .overrides import config_to_dict
+
+
+def require_logger(logger: str) -> None:
+    """W&B is an optional extra (a core install stays lean): say how to get it before any work."""
+    if logger == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise UserError('log.logger=wandb needs the wandb package: pip install -e ".[wandb]" (or pip install wandb)')
 
 
 class MetricsLogger:
@@ -31,6 +38,7 @@ class MetricsLogger:
             atomic_write(path, "".join(line + "\n" for line in kept))
         self.file = open(path, "a", encoding="utf-8")
         if cfg.log.logger == "wandb":
+            require_logger(cfg.log.logger)
             os.environ.setdefault("WANDB_MODE", "offline")
             os.environ.setdefault("WANDB_SILENT", "true")
             import wandb

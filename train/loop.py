@@ -33,7 +33,7 @@ from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, s
 from .config import TrainConfig
 from .data import check_family, check_shape, dataset_grid, dataset_shape, ensure_dataset
 from .evaluation import evaluate_split, write_summary
-from .logger import MetricsLogger
+from .logger import MetricsLogger, require_logger
 from .model_io import config_from_checkpoint, load_run, model_record
 from .overrides import ConfigError, config_to_dict
 from .run import (CHECKPOINT, StopRequest, TrainError, carry_from, carry_state, lock_run_dir, resume_decision,
@@ -103,6 +103,7 @@ def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, dis
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    require_logger(cfg.log.logger)
     if cfg.system.threads:  # before setup: the precision probe measures with these threads
         torch.set_num_threads(cfg.system.threads)
     system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile, width=cfg.arch.hidden_size)
