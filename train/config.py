@@ -265,8 +265,8 @@ def quick(family: str, model: str) -> TrainConfig:
         # attention address neighbours by (row, column) offset, learned rows/columns add where a
         # cell is (absolute positions helped attention on Sudoku). lr 2e-3 made attention's loss
         # climb again after step 120; a decay to 0.1x beat a constant lr at every batch size.
-        # Batch 64 at lr 8e-4 (session 7, GPU): 0.654 exact after 3000 steps where batch 32 at 4e-4
-        # had 0.198 after 4000; batch 128 at 8e-4 reached 0.59 in half the steps for the same
+        # Batch 64 at lr 8e-4: 0.654 exact after 3000 steps on a GPU where batch 32 at 4e-4 had
+        # 0.198 after 4000; batch 128 at 8e-4 reached 0.59 in half the steps for the same
         # examples, lr 1.2e-3 at batch 128 collapsed (docs/maze_arc.md).
         if model in ATTENTION:
             arch = dataclasses.replace(arch, pos_encodings="rope2d+learned2d", ffn_conv=3)
