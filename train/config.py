@@ -152,6 +152,15 @@ class SystemConfig:
     checkpoint_interval: int = 500  # steps between checkpoints (one is always written at the end)
     threads: int = 0  # > 0 sets torch's intra-op threads (CPU)
 
+    def __post_init__(self):
+        # Checked here, before any work: 0 steps between checkpoints divides by zero after step 1,
+        # and torch refuses negative threads and seeds only with a traceback.
+        if self.checkpoint_interval < 1:
+            raise ValueError(f"system.checkpoint_interval must be >= 1, got {self.checkpoint_interval}")
+        for name in ("threads", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"system.{name} must be >= 0, got {getattr(self, name)}")
+
 
 @dataclass
 class TrainConfig:
@@ -229,8 +238,8 @@ def quick(family: str, model: str) -> TrainConfig:
     ev = EvalConfig(interval=20)
     if family == "sudoku":
         # More, smaller updates reach a given accuracy with far fewer examples (batch 32 beats
-        # 128 per example), and T=2 learns as fast per step as T=3 at 2/3 of the cost (README,
-        # Results). Few evaluations: each runs all 8 supervision steps on 500 puzzles.
+        # 128 per example), and T=2 learns as fast per step as T=3 at 2/3 of the cost (docs/results.md).
+        # Few evaluations: each runs all 8 supervision steps on 500 puzzles.
         if model in ("trm", "trm-mlp", "rrt", "mor"):
             arch = dataclasses.replace(arch, H_cycles=2)
         elif model == "ut":  # TRM at T=2 is 10 net calls, 5 differentiated: 20 call-units; UT 7 x 3 = 21
