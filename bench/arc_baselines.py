@@ -23,7 +23,7 @@ import numpy as np
 
 from puzzles.arc import ArcVoter, copy_input_score, load_subsets
 from puzzles.dataset import load_identifiers, load_split
-from puzzles.errors import PuzzleError, run_cli
+from puzzles.errors import PuzzleError, check_output_file, run_cli
 
 KS = (1, 2)
 
@@ -90,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of the untrained model (default 0)")
     p.add_argument("--batch", type=int, default=256, help="evaluation batch size (default 256)")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = p.parse_args(argv)
+    if args.out is not None:  # before the models run: a user's file is only replaced when asked
+        check_output_file(args.out, args.force, "--out", ours=lambda f: isinstance(f, dict) and "copy" in f)
     path = args.data / "test_puzzles.json"
     if not path.is_file():
         raise PuzzleError(f"{args.data}: no test_puzzles.json; give an ARC dataset built by python -m puzzles.build arc")

@@ -30,7 +30,7 @@ import torch
 
 from puzzles.check import has_checker, valid_solution
 from puzzles.dataset import load_split
-from puzzles.errors import UserError, atomic_write, run_cli
+from puzzles.errors import UserError, atomic_write, check_output_file, run_cli
 from train.infer import MODES, Engine, SolveResult
 from train.model_io import load_for_inference
 from train.setup import cpu_description
@@ -117,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(the same answers a K=k run gives; puzzles/s then only for the largest K)")
     p.add_argument("--skip-modes", action="store_true", help="only the test-time sampling table")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     args = p.parse_args(argv)
+    if args.json:  # before the timed runs: a user's file is only replaced when asked
+        check_output_file(args.json, args.force, "--json", ours=lambda f: isinstance(f, dict) and {"checkpoint", "modes"} <= f.keys())
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from puzzles.errors import UserError, atomic_write, run_cli
+from puzzles.errors import UserError, atomic_write, check_output_file, run_cli
 
 DEFAULT_TARGETS = (0.5, 0.9, 0.95, 0.99)
 
@@ -150,12 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--metric", default="exact_accuracy", help="eval metric (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
     p.add_argument("--write", metavar="FILE", help="also write the JSON rows (a list) to FILE")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --write file")
     p.add_argument("--run", action="store_true", help="train FAMILY MODEL [key=value ...] into --out first")
     p.add_argument("--out", help="with --run: the run folder")
     p.add_argument("--preset", default="quick", choices=("quick", "paper"), help="with --run: the preset "
                    "(default %(default)s, also on a machine with a GPU)")
     args = p.parse_intermixed_args(argv)
     targets = parse_targets(args.targets)
+    if args.write:  # before any training: a user's file is only replaced when asked
+        check_output_file(args.write, args.force, "--write", ours=lambda rows: isinstance(rows, list) and all(
+            isinstance(r, dict) and {"run", "metric", "reached"} <= r.keys() for r in rows))
     if args.run:
         if len(args.runs) < 2 or not args.out:
             raise UserError("--run needs FAMILY MODEL [key=value ...] and --out DIR")

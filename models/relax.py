@@ -14,7 +14,8 @@ and every position's LoRA from the truncated SVD of its residual W_p - W_shared,
 LoRA scale divided out of B so the initial correction *is* the truncated residual (at full rank the
 new model computes the untied one). Block parameters that are not linear maps (the grid conv of
 `ffn_conv`, the score bias of `attn_bias=pairwise`) get no LoRA: they are shared by the same rule. RUN2/checkpoint.pt starts at step 0 with fresh optimiser
-moments and the old run's data position; --force replaces an existing one.
+moments and the old run's data position. RUN2 must be a new or empty folder; --force replaces only
+an earlier models.relax output there (its checkpoint carries `relaxed_from`), never a training run.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .lora import lora_key, lora_scale
 from .share import layer_order
 
 INITS = ("stepwise", "average", "lower")
+MARK = "relaxed_from"  # payload field of a checkpoint written by models.relax (a trainer's never has it)
 _BLOCK = re.compile(r"^core\.L_level\.layers\.(\d+)\.(.+)$")
 
 
@@ -90,6 +92,30 @@ def relax_state_dict(untied: ModelConfig, state: dict[str, torch.Tensor], init: 
     return config, out
 
 
+def check_out(out: Path, force: bool) -> None:
+    """OUT must be new, empty, or (with --force) hold only an earlier models.relax checkpoint: a
+    training run's checkpoint, metrics or anything else of the user's is never replaced."""
+    from train.checkpoint import CheckpointError, load_checkpoint
+    from train.run import CHECKPOINT
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the new run")
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not names:
+        return
+    target = out / CHECKPOINT
+    try:
+        ours = names == [CHECKPOINT] and MARK in load_checkpoint(target)
+    except CheckpointError:
+        ours = False
+    if not ours:
+        what = "a training run" if CHECKPOINT in names or "metrics.jsonl" in names else "a folder that is not empty"
+        raise UserError(f"--out {out} is {what}; models.relax writes only into a new or empty folder (or, with "
+                        f"--force, over its own earlier output): choose another --out")
+    if not force:
+        raise UserError(f"{target} exists (an earlier models.relax output); pass --force to replace it")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from train.checkpoint import load_checkpoint, save_checkpoint
     from train.config import PRESETS, OptimConfig
@@ -104,15 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="run folder of an untied trm / trm-mlp run (holds checkpoint.pt)")
     p.add_argument("--init", choices=INITS, default="average", help="how the shared blocks start (default average)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r per layer position (0 = plain tying)")
-    p.add_argument("--layers", type=int, default=0, help="M shared blocks (default: L_layers, as TRM)")
+    p.add_argument("--layers", type=int, help="M >= 1 shared blocks (default: L_layers, as TRM)")
     p.add_argument("--order", choices=("sequence", "cycle", "cycle_rev"), default="cycle",
                    help="share order of the M blocks over the positions (default cycle, as TRM)")
     p.add_argument("--out", type=Path, required=True, help="folder for the new run")
-    p.add_argument("--force", action="store_true", help="replace an existing OUT/checkpoint.pt")
+    p.add_argument("--force", action="store_true", help="replace an earlier models.relax output in OUT")
     args = p.parse_args(argv)
+    if args.layers is not None and args.layers < 1:  # 0 once meant "the default": say so instead
+        raise UserError(f"--layers must be >= 1 (leave it out for L_layers), got {args.layers}")
     target = args.out / CHECKPOINT
-    if target.exists() and not args.force:
-        raise UserError(f"{target} exists; pass --force to replace it")
+    check_out(args.out, args.force)
     payload = load_checkpoint(args.run / CHECKPOINT)
     cfg = config_from_checkpoint(payload)
     if payload.get("model_name") not in ("trm", "trm-mlp"):
@@ -120,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{payload.get('model_name')!r} run")
     model_cfg = ModelConfig.of(*stored_model(payload, args.run)[1:])
     try:
-        rrt_cfg, state = relax_state_dict(model_cfg, payload["model"], args.init, args.rank, args.layers, args.order)
+        rrt_cfg, state = relax_state_dict(model_cfg, payload["model"], args.init, args.rank, args.layers or 0,
+                                          args.order)
     except ValueError as err:
         raise UserError(f"{err} (--rank / --layers / --order)") from None
     model = MODELS["rrt"](rrt_cfg)
@@ -132,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fresh = TrainStep(model, new.optim if isinstance(new.optim, OptimConfig) else OptimConfig(), total_steps=1)
     save_checkpoint(target, {
         "config": config_to_dict(new), "model": model.state_dict(), "optim": fresh.state_dict(),
-        "loader": payload["loader"], "rng": payload["rng"], "carry": None, "step": 0,
+        "loader": payload["loader"], "rng": payload["rng"], "carry": None, "step": 0, MARK: str(args.run),
         **model_record("rrt", model, payload.get("grid"))})
     base = PRESETS[new.preset](new.data.family, "rrt")
     leaves = config_leaves(new)

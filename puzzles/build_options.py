@@ -45,6 +45,7 @@ PRESETS = {
                           concept=CONCEPT_ARC)},
 }
 COUNTS = ("train", "test", "aug", "min_rating", "min_path")  # fields that must be >= 0 when given
+POSITIVE = ("train", "test")  # counts whose 0 would make an empty split, which no trainer can use
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class _Options:
             value = getattr(self, name, None)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise PuzzleError(f"{self.family} option {name} must be a count >= 0, got {value!r}")
+            if name in POSITIVE and value == 0:
+                raise PuzzleError(f"{self.family} option {name} (--{name}) must be >= 1: 0 puzzles make an "
+                                  f"empty {name} split")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from tqdm import tqdm
 from puzzles.build_options import OPTIONS, ArcOptions, BuildOptions, MazeOptions, SudokuOptions, resolve
 from puzzles.dataset import SplitData, check_output, disk_bytes, write_dataset
 from puzzles.errors import PuzzleError, csv_rows
+from puzzles.imports import distinct_files, warn_overlap
+
 
 class Splits(NamedTuple):
     """What a family's builder makes in memory."""
@@ -170,6 +172,7 @@ def build_sudoku(options: SudokuOptions, progress: bool = True) -> Splits:
     if o.from_csv and o.from_text or o.test_csv and o.test_text:
         raise PuzzleError("give either CSV or text files for a split, not both")
     if train_file is not None:
+        distinct_files(Path(train_file), Path(test_file))
         kind = lambda p: "csv" if p in (o.from_csv, o.test_csv) else "text"  # noqa: E731
         train_q, train_a = _import_sudoku(train_file, kind(train_file), box, o.on_bad, progress)
         test_q, test_a = _import_sudoku(test_file, kind(test_file), box, o.on_bad, progress)
@@ -177,6 +180,7 @@ def build_sudoku(options: SudokuOptions, progress: bool = True) -> Splits:
         train_q, train_a = train_q[pick], train_a[pick]
         pick = _subsample(len(test_q), cfg.test, seed + 1)
         test_q, test_a = test_q[pick], test_a[pick]
+        warn_overlap(train_q, test_q, test_file)
     else:
         def make(k, s):
             try:
@@ -231,6 +235,7 @@ def build_maze(options: MazeOptions, progress: bool = True) -> Splits:
             if not ok.any():
                 raise PuzzleError(f"{path}: no usable maze")
             return inputs[ok], labels[ok]
+        distinct_files(Path(o.from_csv), Path(o.test_csv))
         train_in, train_lab = read(o.from_csv)
         test_in, test_lab = read(o.test_csv)
         pick = _subsample(len(train_in), o.train, seed)  # imports keep everything unless asked
@@ -240,6 +245,7 @@ def build_maze(options: MazeOptions, progress: bool = True) -> Splits:
         if train_in.shape[1:] != test_in.shape[1:]:
             raise PuzzleError(f"{o.from_csv} has {train_in.shape[1]}x{train_in.shape[2]} mazes but "
                               f"{o.test_csv} has {test_in.shape[1]}x{test_in.shape[2]}")
+        warn_overlap(train_in, test_in, o.test_csv)
     else:
         def make(k, s):
             try:

@@ -8,6 +8,9 @@
     <root>/{train,test}/all__puzzle_indices.npy                     int32 (num_puzzles + 1,)
     <root>/{train,test}/all__group_indices.npy                      int32 (num_groups + 1,)
 
+Every split's dataset.json also holds the dataset's content `fingerprint` (`compute_fingerprint`):
+runs record it, so a resume or an evaluation on other puzzles than a run trained on is refused.
+
 Compact storage ("storage": "compact" in dataset.json) replaces inputs/labels by family arrays
 `all__compact__<name>.npy`, expanded on demand by the family's `expand_examples` (for ARC a small
 fraction of the full arrays). Arrays open memory-mapped, so a huge dataset opens instantly.
@@ -21,6 +24,7 @@ serves every caller.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +39,8 @@ from puzzles.splits import (  # noqa: F401  (re-exported: `from puzzles.dataset 
 )
 
 WRITE_CHUNK = 65536  # rows expanded at a time when materialising compact arrays
+FINGERPRINT = "fingerprint"  # dataset.json key of the dataset's content fingerprint
+HASH_CHUNK = 1 << 24  # bytes of an array hashed at a time (memory-mapped, so huge sets stay out of memory)
 
 
 # ----------------------------------------------------------------------------------------- writer
@@ -88,7 +94,8 @@ def _save(path: Path, arr: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(arr))
 
 
-def _write_split(directory: Path, identifiers_count: int, data: SplitData, materialize: bool) -> None:
+def _write_split(directory: Path, identifiers_count: int, data: SplitData, materialize: bool) -> dict:
+    """Write one split's arrays and dataset.json; returns its metadata (the fingerprint comes after)."""
     directory.mkdir()
     pid = np.asarray(data.puzzle_identifiers, dtype=np.int32)
     pidx = np.asarray(data.puzzle_indices, dtype=np.int32)
@@ -101,7 +108,7 @@ def _write_split(directory: Path, identifiers_count: int, data: SplitData, mater
         num_puzzle_identifiers=identifiers_count, total_groups=len(gidx) - 1,
         mean_puzzle_examples=n / max(len(pid), 1), total_puzzles=len(pid), sets=[SET],
     )
-    meta.update({k: v for k, v in data.meta.items() if k not in meta})
+    meta.update({k: v for k, v in data.meta.items() if k not in meta and k != FINGERPRINT})
     if data.compact is not None and not materialize:
         meta["storage"] = "compact"
         meta["compact_arrays"] = sorted(data.compact)
@@ -130,6 +137,7 @@ def _write_split(directory: Path, identifiers_count: int, data: SplitData, mater
     _save(directory / f"{SET}__puzzle_indices.npy", pidx)
     _save(directory / f"{SET}__group_indices.npy", gidx)
     (directory / "dataset.json").write_text(json.dumps(meta))
+    return meta
 
 
 def write_dataset(out: str | os.PathLike, identifiers: list[str], splits: dict[str, SplitData],
@@ -147,8 +155,11 @@ def write_dataset(out: str | os.PathLike, identifiers: list[str], splits: dict[s
         (tmp / "identifiers.json").write_text(json.dumps(list(identifiers)))
         for name, obj in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(obj))
-        for split_name, data in splits.items():
-            _write_split(tmp / split_name, len(identifiers), data, materialize)
+        metas = {name: _write_split(tmp / name, len(identifiers), data, materialize)
+                 for name, data in splits.items()}
+        fingerprint = compute_fingerprint(tmp)  # of the bytes written, exactly as a reader computes it
+        for name, meta in metas.items():
+            (tmp / name / "dataset.json").write_text(json.dumps({**meta, FINGERPRINT: fingerprint}))
     return out
 
 def materialize(src: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Path:
@@ -163,6 +174,50 @@ def materialize(src: str | os.PathLike, out: str | os.PathLike, force: bool = Fa
                                  inputs=s._inputs, labels=s._labels, compact=s._compact)
     extra = {p.name: json.loads(p.read_text()) for p in src.glob("*.json") if p.name != "identifiers.json"}
     return write_dataset(out, identifiers, splits, extra, force=force, materialize=True)
+
+
+# ------------------------------------------------------------------------------------ fingerprint
+
+def _split_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if (p / "dataset.json").is_file())
+
+
+def compute_fingerprint(root: str | os.PathLike) -> str:
+    """sha256 (hex) of a dataset's content: its identifier names and every array of every split
+    (file name, dtype, shape, bytes). Metadata is left out, so the value does not depend on who
+    wrote the folder or where it lies, and the same build options and seed give the same value."""
+    root = Path(root)
+    digest = hashlib.sha256(json.dumps(load_identifiers(root)).encode())
+    for split in _split_dirs(root):
+        for path in sorted(split.glob(f"{SET}__*.npy")):
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise PuzzleError(f"{path}: not a readable .npy array ({err})") from None
+            digest.update(f"{split.name}/{path.name} {arr.dtype.str} {arr.shape}\n".encode())
+            flat = np.ascontiguousarray(arr).reshape(-1)  # a view of the memory map (C order on disk)
+            step = max(1, HASH_CHUNK // arr.itemsize)
+            for start in range(0, flat.size, step):
+                digest.update(flat[start:start + step].data)
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(root: str | os.PathLike) -> str:
+    """The fingerprint the builder stored in dataset.json, or, for a dataset without one (an older
+    version's, the reference builders'), computed now: such a folder is never written to."""
+    root = Path(root)
+    stored = set()
+    for split in _split_dirs(root):
+        try:
+            meta = json.loads((split / "dataset.json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        stored.add(meta.get(FINGERPRINT) if isinstance(meta, dict) else None)
+    if len(stored) == 1:
+        value = stored.pop()
+        if isinstance(value, str) and value:
+            return value
+    return compute_fingerprint(root)
 
 
 def disk_bytes(root: str | os.PathLike) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import json
 import os
 import shutil
 import sys
@@ -76,9 +77,33 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except UnicodeDecodeError as err:  # readers name their file; this is the fallback
         print(f"error: an input file is not UTF-8 text ({one_line(str(err))})", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
+    except KeyboardInterrupt as err:  # Ctrl-C: 130; a SIGTERM the trainer handled carries 143
         print(f"interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
-        return 130
+        return getattr(err, "exit_code", 130)
+
+
+def check_output_file(path: str | os.PathLike, force: bool, option: str,
+                      ours: Callable[[object], bool] | None = None) -> Path:
+    """Refuse, before any work, an output file that would replace a user's file without `--force`,
+    a folder, or a file in a folder that does not exist; `option` names the flag (e.g. `--out`).
+    With `ours` (does this parsed JSON look like this command's output?), --force replaces only an
+    earlier output of the same command, never some other file that happens to have the name."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give the name of a file to write")
+    if path.exists() and not force:
+        raise UserError(f"{option} {path} exists; pass --force to overwrite it")
+    if path.exists() and ours is not None:
+        try:
+            mine = ours(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            mine = False
+        if not mine:
+            raise UserError(f"{option} {path} exists and is not an earlier output of this command; --force "
+                            f"replaces only that: choose another name")
+    if not path.absolute().parent.is_dir():
+        raise UserError(f"{option} {path}: folder {path.absolute().parent} does not exist")
+    return path
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[object], None]) -> Path:

@@ -128,10 +128,12 @@ def test_malformed_import_line(tmp_path):
     q, _ = sudoku.generate(2, box=(2, 2), seed=4)
     bad = tmp_path / "bad.txt"
     bad.write_text(sudoku.to_text(q[0]) + "\n" + "12x4" + "." * 12 + "\n")
-    msg = refused("sudoku", "--size", "4", "--from-text", str(bad), "--test-text", str(bad),
+    good = tmp_path / "good.txt"
+    good.write_text(sudoku.to_text(q[1]) + "\n")
+    msg = refused("sudoku", "--size", "4", "--from-text", str(bad), "--test-text", str(good),
                   "--out", str(tmp_path / "out"))
     assert f"{bad}:2" in msg
-    assert not (tmp_path / "out").exists() and sorted(os.listdir(tmp_path)) == ["bad.txt"]
+    assert not (tmp_path / "out").exists() and sorted(os.listdir(tmp_path)) == ["bad.txt", "good.txt"]
 
 
 def test_sudoku_csv_import_matches_reference_layout(tmp_path, reference_dir):
@@ -183,8 +185,12 @@ def test_maze_csv_import(tmp_path):
     csv_path = tmp_path / "mazes.csv"
     csv_path.write_text("source,question,answer,rating\n" +
                         "".join(f"gen,{maze.decode(i)},{maze.decode(o)},0\n" for i, o in rows))
+    held_out = tmp_path / "test.csv"  # the same file for both splits is refused (tests/test_refusals.py)
+    tx, ty = maze.generate(2, size=8, seed=5)
+    held_out.write_text("source,question,answer,rating\n" +
+                        "".join(f"gen,{maze.decode(i)},{maze.decode(o)},0\n" for i, o in zip(tx, ty)))
     out = tmp_path / "m"
-    r = ok("maze", "--from-csv", str(csv_path), "--test-csv", str(csv_path), "--out", str(out))
+    r = ok("maze", "--from-csv", str(csv_path), "--test-csv", str(held_out), "--out", str(out))
     assert f"skipped {csv_path}:5: label is not a shortest S-G path" in r.stderr
     assert np.array_equal(example_rows(out, "train").reshape(-1, 8, 8), x[:3])
 

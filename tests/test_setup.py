@@ -1,6 +1,7 @@
 """Precision and compile choices (train/setup.py): measured on the machine, printed with the reason,
-and used by the trainer, the evaluator and train.solve alike. The probe is monkeypatched to play a
-CPU without bf16 hardware (bf16 ~60x slower) or one with it (bf16 2x faster).
+and used by the trainer, the evaluator and train.solve alike. The probe's timer and the reported
+bf16 capability are monkeypatched to play a CPU without bf16 hardware (bf16 ~60x slower) or one with
+it (bf16 2x faster); the probe's own tests live in tests/test_signals_logs_precision.py.
 Run: python -m pytest -q tests/test_setup.py
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from train import setup
 from train.checkpoint import load_checkpoint
 from train.evaluate import main as evaluate_main
 from train.loop import train
-from train.setup import choose_dtype, matmul_gflops, setup_system
+from train.setup import choose_dtype, probe_matmul, setup_system
 from train.solve import main as solve_main
 
 from . import browser
@@ -28,22 +29,27 @@ SLOW = {torch.bfloat16: 1.0, torch.float32: 70.0}   # e.g. AMD Zen 3: AVX2 only
 FAST = {torch.bfloat16: 140.0, torch.float32: 70.0}  # AVX512-BF16 or AMX
 
 
-def fake_probe(monkeypatch, speeds: dict) -> list:
+def fake_probe(monkeypatch, speeds: dict, hardware: bool | None = False) -> list:
+    """Every matmul timing answers at `speeds` GFLOP/s; the CPU reports bf16 hardware `hardware`."""
     calls = []
 
-    def probe(device, dtype, width):
-        calls.append((device.type, dtype, width))
-        return speeds[dtype]
-    monkeypatch.setattr(setup, "matmul_gflops", probe)
+    def matmul_timer(device, width):
+        def time_one(dtype):
+            calls.append((device.type, dtype, width))
+            return setup.matmul_flops(width) / (speeds[dtype] * 1e9)
+        return time_one
+    monkeypatch.setattr(setup, "matmul_timer", matmul_timer)
+    monkeypatch.setattr(setup, "bf16_hardware", lambda: hardware)
+    monkeypatch.setattr(setup, "_PROBES", {})  # no real measurement cached by an earlier test
     return calls
 
 
-def test_probe_times_a_real_matmul_once_per_process():
-    setup._MATMUL_SPEED.clear()
-    first = matmul_gflops(CPU, torch.float32, 48)
-    assert math.isfinite(first) and first > 0
-    assert len(setup._MATMUL_SPEED) == 1
-    assert matmul_gflops(CPU, torch.float32, 48) == first  # cached, not re-measured
+def test_probe_times_real_matmuls_once_per_process(monkeypatch):
+    monkeypatch.setattr(setup, "_PROBES", {})
+    first = probe_matmul(CPU, 48)
+    assert math.isfinite(first.bf16) and first.bf16 > 0 and math.isfinite(first.fp32) and first.fp32 > 0
+    assert first.rounds >= setup.PROBE_MIN_ROUNDS and first.seconds < 1.0
+    assert probe_matmul(CPU, 48) is first  # cached, not re-measured
 
 
 def test_auto_picks_float32_where_bf16_is_slow_and_says_why(monkeypatch):
@@ -59,9 +65,11 @@ def test_auto_picks_bf16_where_it_is_faster(monkeypatch):
     assert choose_dtype("auto", CPU)[0] == torch.bfloat16
 
 
-def test_a_near_tie_stays_float32(monkeypatch):
-    fake_probe(monkeypatch, {torch.bfloat16: 80.0, torch.float32: 70.0})
+def test_a_near_tie_follows_the_reported_bf16_hardware(monkeypatch):
+    fake_probe(monkeypatch, {torch.bfloat16: 80.0, torch.float32: 70.0}, hardware=False)
     assert choose_dtype("auto", CPU)[0] == torch.float32
+    fake_probe(monkeypatch, {torch.bfloat16: 65.0, torch.float32: 70.0}, hardware=True)
+    assert choose_dtype("auto", CPU)[0] == torch.bfloat16
 
 
 def test_explicit_requests_are_honoured(monkeypatch, capsys):

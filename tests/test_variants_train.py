@@ -69,8 +69,8 @@ def test_relax_converts_an_untied_run_and_the_trainer_uptrains_it(tmp_path, sudo
     assert args[:2] == ["python", "-m"] and args[2] == "train.sudoku"
     assert cli_main("sudoku", [*args[3:], "optim.max_steps=4"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
-    # and it refuses to overwrite, or to convert a tied run, in one line
-    assert run_cli(relax_main, [str(untied), "--out", str(out)]) == 2
-    assert "exists; pass --force" in capsys.readouterr().err
+    # and it refuses to overwrite the uptrained run (even with --force), or to convert a tied run, in one line
+    assert run_cli(relax_main, [str(untied), "--out", str(out), "--force"]) == 2
+    assert "is a training run" in capsys.readouterr().err
     assert run_cli(relax_main, [str(out), "--out", str(tmp_path / "again")]) == 2
     assert "trm or trm-mlp run" in capsys.readouterr().err

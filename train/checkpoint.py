@@ -78,6 +78,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if bad is not None:  # written by an older version: answering with it would be meaningless
         raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); retrain or resume from "
                               f"an earlier checkpoint")
+    step = payload.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:  # a resumed run would count from it
+        raise CheckpointError(f"checkpoint {path} has step {step!r}; a step count is an integer >= 0 "
+                              f"(the file was edited or not written by this project)")
     return payload
 
 

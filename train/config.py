@@ -152,14 +152,10 @@ class SystemConfig:
     checkpoint_interval: int = 500  # steps between checkpoints (one is always written at the end)
     threads: int = 0  # > 0 sets torch's intra-op threads (CPU)
 
-    def __post_init__(self):
-        # Checked here, before any work: 0 steps between checkpoints divides by zero after step 1,
-        # and torch refuses negative threads and seeds only with a traceback.
-        if self.checkpoint_interval < 1:
-            raise ValueError(f"system.checkpoint_interval must be >= 1, got {self.checkpoint_interval}")
-        for name in ("threads", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"system.{name} must be >= 0, got {getattr(self, name)}")
+    def __post_init__(self):  # before any work: torch answers these only with a traceback, or later
+        for name, low in (("checkpoint_interval", 1), ("threads", 0), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"system.{name} must be >= {low}, got {getattr(self, name)}")
 
 
 @dataclass

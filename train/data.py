@@ -1,9 +1,12 @@
-"""Data preparation for a run: where its dataset lives, building it when missing, and the checks
-that a dataset fits a model (its shape, its puzzle family and grid).
+"""Data preparation for a run: where its dataset lives, building it when missing, the checks
+that a dataset fits a model (its shape, its puzzle family and grid), and that a run continues on
+(or is scored on) the very data it trained on (the dataset's content fingerprint, recorded in
+every checkpoint).
 
     path = ensure_dataset(cfg)                    # data/<family>-<preset>, built on first use
     shape = dataset_shape(split)                  # what the dataset dictates to the model
     check_shape(shape, split); check_family("sudoku", split, grid)
+    changes = check_run_data(payload.get("data"), path, dataset_fingerprint(path), "the run in runs/x", advice)
 """
 from __future__ import annotations
 
@@ -20,6 +23,57 @@ from .run import TrainError
 
 def data_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.data.path or f"data/{cfg.data.family}-{cfg.preset}")
+
+
+def short(fingerprint: str) -> str:
+    """The first 12 hex digits: enough to tell datasets apart in a message."""
+    return str(fingerprint)[:12]
+
+
+def data_record(data_dir: Path, fingerprint: str) -> dict:
+    """What a checkpoint records of the data its run trained on."""
+    return {"path": str(data_dir), "fingerprint": fingerprint}
+
+
+def unrecorded_note(ckpt: Path, data_dir: Path) -> str:
+    return (f"note: {ckpt} records no dataset fingerprint (an older version wrote it); {data_dir} is taken "
+            f"to be the data it trained on")
+
+
+def require_run_data(data_dir: Path, recorded: dict | None, stored: TrainConfig, run_dir: Path) -> None:
+    """Refuse, before anything is built, to continue a run whose dataset folder is missing: building
+    the preset's set would make puzzles that need not be those the run trained on."""
+    if data_dir.exists():
+        return
+    was = f"{recorded.get('path')} (fingerprint {short(recorded.get('fingerprint'))})" if recorded else \
+        str(data_dir_of(stored))
+    raise TrainError(f"dataset {data_dir} does not exist, and {run_dir} holds a run trained on {was}: restore "
+                     f"that data or set data.path to a copy of it (a rebuild is accepted only if identical); "
+                     f"for a new run choose another system.run_dir")
+
+
+RESUME_ADVICE = "restore the run's data or set data.path to a copy of it; for a new run choose another system.run_dir"
+
+
+def check_run_data(recorded: dict | None, data_dir: Path, fingerprint: str, what: str,
+                   advice: str = RESUME_ADVICE) -> list[str]:
+    """Continuing or scoring a run on other puzzles than it trained on (another dataset, or the same
+    folder rebuilt, whose test set may hold its training puzzles) raises a TrainError naming both;
+    the same content at another path is fine and returned as a change to list. `recorded` None (a
+    checkpoint of an older version) is accepted: the caller prints `unrecorded_note`."""
+    if not recorded:
+        return []
+    old_path, old = str(recorded.get("path")), str(recorded.get("fingerprint"))
+    if fingerprint != old:
+        if old_path == str(data_dir):
+            raise TrainError(f"dataset {data_dir} has changed since {what} trained on it (fingerprint {short(old)} "
+                             f"then, {short(fingerprint)} now: rebuilt or replaced), so its test puzzles may be "
+                             f"training puzzles of the run; {advice}")
+        raise TrainError(f"dataset {data_dir} (fingerprint {short(fingerprint)}) is not the data {what} trained on "
+                         f"({old_path}, fingerprint {short(old)}); {advice}")
+    if old_path != str(data_dir):
+        return [f"data.path {old_path!r} -> {str(data_dir)!r} (the same data, fingerprint {short(old)})"]
+    return []
 
 
 def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:

@@ -17,6 +17,9 @@ The command line evaluates a saved run (a run directory or its checkpoint.pt: th
 its EMA weights when it used EMA unless --no-ema, its dataset unless --data) or a bare reference
 state dict (keys `inner.*`, `model.inner.*`, `_orig_mod.model.inner.*`; --model and --data are then
 required and the architecture is the paper preset's for that model, changed with `arch.key=value`).
+A run is scored on its own dataset only if that is still the data it trained on (the content
+fingerprint its checkpoint records): a rebuilt or replaced dataset is refused. `--data DIR` scores
+other data on purpose, into `<run>/eval/<DIR's name>-<split>` unless --out says where.
 Default output: `<run>/eval/<split>`; predictions already there (the trainer's own evaluation
 included) are replaced only with --force. `key=value` overrides any config key (eval.batch_size=64, ...).
 """
@@ -30,12 +33,12 @@ from typing import Sequence
 import torch
 
 from models import build_model, load_reference_state_dict
-from puzzles.dataset import load_split
+from puzzles.dataset import dataset_fingerprint, load_split
 from puzzles.errors import run_cli
 
 from .checkpoint import ema_shadow, load_checkpoint
 from .config import MODEL_NAMES, PRESETS
-from .data import check_family, check_shape, data_dir_of, dataset_shape, family_of
+from .data import check_family, check_run_data, check_shape, data_dir_of, dataset_shape, family_of, unrecorded_note
 from .evaluation import evaluate_split
 from .model_io import config_from_checkpoint, load_run
 from .overrides import apply_overrides
@@ -50,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("target", metavar="RUN_OR_CHECKPOINT", help="run directory, its checkpoint.pt, or a reference state dict")
-    p.add_argument("--data", help="dataset directory (default: the run's own); must fit the model")
+    p.add_argument("--data", help="dataset directory (default: the run's own); must fit the model; output "
+                   "then goes to RUN/eval/<its name>-SPLIT")
     p.add_argument("--split", default="test", help="dataset split to evaluate (default test)")
     p.add_argument("--mode", choices=("fixed", "adaptive", "continuous"), help="fixed: halt_max_steps for every "
                    "example; adaptive: stop at the halting head's decision; continuous: adaptive with halted "
@@ -63,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--select", choices=RULES, help="vote | confidence | first-halt | checked (Sudoku/maze only)")
     p.add_argument("--noise", type=float, help="latent noise scale for --diversity noise|both")
     p.add_argument("--seed", type=int, help="seed of the augmentations and the noise")
-    p.add_argument("--out", help="output directory (default RUN/eval/SPLIT)")
+    p.add_argument("--out", help="output directory (default RUN/eval/SPLIT, with --data RUN/eval/<data name>-SPLIT)")
     p.add_argument("--force", action="store_true", help="replace predictions already in --out")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights of a run trained with EMA")
     p.add_argument("--model", choices=MODEL_NAMES, help="model of a reference state dict (required for those; checked for runs)")
@@ -79,7 +83,9 @@ def _is_reference(payload: dict) -> bool:
 
 
 def _load(args, ckpt: Path, system_for):
-    """(model, cfg, split, system) for a trainer checkpoint or a reference state dict."""
+    """(model, cfg, split, system, name of the default output folder under eval/) for a trainer
+    checkpoint or a reference state dict. A run scored on other data (--data) gets a folder of its
+    own, `<data name>-<split>`, so the run's own evaluation is never replaced by it."""
     payload = load_checkpoint(ckpt)
     if "config" in payload and "model" in payload:  # written by train.loop
         stored = config_from_checkpoint(payload)
@@ -92,13 +98,19 @@ def _load(args, ckpt: Path, system_for):
                              f"it was trained); pass --data DIR")
         split = load_split(data_dir, args.split)
         check_family(stored.data.family, split, payload.get("grid"), what=f"the model in {ckpt}")
+        if not args.data:  # its own data must still be the data it trained on; --data is a choice
+            check_run_data(payload.get("data"), data_dir, dataset_fingerprint(data_dir), f"the model in {ckpt}",
+                           "to score other data on purpose pass --data DIR (written to its own folder)")
+            if payload.get("data") is None:
+                print(unrecorded_note(ckpt, data_dir), flush=True)
         system = system_for(cfg)
         ema = cfg.optim.ema and ema_shadow(payload) is not None and not args.no_ema
         run = load_run(ckpt, ema=ema, dtype=system.dtype, arch=cfg.arch, payload=payload)
         check_shape(run.shape, split, run.arch.puzzle_emb_ndim > 0)
         if ema:
             print("weights: EMA (--no-ema for the raw ones)", flush=True)
-        return run.model.to(system.device), cfg, split, system
+        name = f"{Path(args.data).resolve().name}-{args.split}" if args.data else args.split
+        return run.model.to(system.device), cfg, split, system, name
 
     if not _is_reference(payload):
         raise TrainError(f"{ckpt} is neither a checkpoint of this trainer nor a reference state dict")
@@ -123,7 +135,7 @@ def _load(args, ckpt: Path, system_for):
                          f"{' '.join(args.overrides) or 'no overrides'})") from None
     for w in warnings:
         print(f"warning: {w}", flush=True)
-    return model.to(system.device), cfg, split, system
+    return model.to(system.device), cfg, split, system, args.split
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,9 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     target = Path(args.target)
     ckpt = target / CHECKPOINT if target.is_dir() else target
-    out = Path(args.out) if args.out else ckpt.parent / "eval" / args.split
     try:
-        model, cfg, split, system = _load(args, ckpt, system_for)
+        model, cfg, split, system, name = _load(args, ckpt, system_for)
+        out = Path(args.out) if args.out else ckpt.parent / "eval" / name
         if out.exists() and not out.is_dir():
             raise TrainError(f"--out {out} is a file, not a folder; choose another --out")
         if (out / "predictions.npz").exists() and not args.force:  # the run's own evaluation included

@@ -12,8 +12,8 @@ run resumes bit-identically on CPU.
 Nothing lost, nothing non-finite: a step whose loss or update is not finite is skipped (TrainStep
 undoes it), so the weights are always the last finite ones and so is every checkpoint; after
 `optim.max_bad_steps` in a row the run stops, to be resumed with `--resume optim.lr=<lower>`.
-Ctrl-C stops after the current step with a checkpoint there (a second Ctrl-C stops at once), and
-`run_dir/.lock` keeps a second trainer out of a folder in use.
+Ctrl-C or SIGTERM stops after the current step with a checkpoint there (a second one stops at once;
+SIGTERM exits with 143), and `run_dir/.lock` keeps a second trainer out of a folder in use.
 """
 from __future__ import annotations
 
@@ -25,19 +25,21 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from models import Carry, DataShape, HaltingModel, build_model
-from puzzles.dataset import load_split
+from puzzles.dataset import dataset_fingerprint, load_split
 from train.loader import TrainLoader
 
 from . import curriculum
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
-from .data import check_family, check_shape, dataset_grid, dataset_shape, ensure_dataset
+from .data import (check_family, check_run_data, check_shape, data_dir_of, data_record, dataset_grid, dataset_shape,
+                   ensure_dataset, require_run_data, unrecorded_note)
 from .evaluation import evaluate_split, write_summary
 from .logger import MetricsLogger, require_logger
+from .memory import check_memory
 from .model_io import config_from_checkpoint, load_run, model_record
 from .overrides import ConfigError, config_to_dict
-from .run import (CHECKPOINT, StopRequest, TrainError, carry_from, carry_state, lock_run_dir, resume_decision,
-                  run_dir_of)
+from .run import (CHECKPOINT, StopRequest, TrainError, carry_from, carry_state, check_run_dir, lock_run_dir,
+                  resume_decision, run_dir_of)
 from .setup import setup_system, teardown_system
 from .step import TrainStep
 
@@ -104,6 +106,7 @@ def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, dis
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     require_logger(cfg.log.logger)
+    check_memory(cfg)  # before anything is built: the precision probe already allocates at the model's width
     if cfg.system.threads:  # before setup: the precision probe measures with these threads
         torch.set_num_threads(cfg.system.threads)
     system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile, width=cfg.arch.hidden_size)
@@ -127,6 +130,18 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                          f"{system.world_size} processes")
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"system.run_dir {run_dir} is a file, not a run folder; choose another system.run_dir")
+    check_run_dir(run_dir)  # a user's folder (system.run_dir=.) is never written into
+    # The run already in the folder is judged first (its config, then its data), so a refusal
+    # leaves everything as it was: nothing built, nothing written, nothing evaluated.
+    ckpt_path = run_dir / CHECKPOINT
+    payload, changes = None, []
+    if ckpt_path.exists():
+        payload = load_checkpoint(ckpt_path)
+        stored = config_from_checkpoint(payload)
+        changes = resume_decision(stored, cfg, resume, run_dir)
+        require_run_data(data_dir_of(cfg), payload.get("data"), stored, run_dir)
+    elif resume:
+        raise TrainError(f"--resume given but {ckpt_path} does not exist")
     data_dir = ensure_dataset(cfg, system.is_main)
     if system.distributed:
         dist.barrier()
@@ -135,15 +150,12 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
         check_family(cfg.data.family, split, what=f"train.{cfg.data.family}")
     shape = dataset_shape(train_split)
     check_shape(shape, test_split, cfg.arch.puzzle_emb_ndim > 0)
-
-    ckpt_path = run_dir / CHECKPOINT
-    payload, changes = None, []
-    if ckpt_path.exists():
-        payload = load_checkpoint(ckpt_path)
-        changes = resume_decision(config_from_checkpoint(payload), cfg, resume, run_dir)
+    data = data_record(data_dir, dataset_fingerprint(data_dir))  # recorded in every checkpoint
+    if payload is not None:
         check_family(cfg.data.family, train_split, payload.get("grid"), what=f"the run in {run_dir}")
-    elif resume:
-        raise TrainError(f"--resume given but {ckpt_path} does not exist")
+        changes += check_run_data(payload.get("data"), data_dir, data["fingerprint"], f"the run in {run_dir}")
+        if payload.get("data") is None and system.is_main:
+            print(unrecorded_note(ckpt_path, data_dir), flush=True)
     if payload is not None:  # the raw weights the run stopped at, rebuilt as it was built
         model = load_run(ckpt_path, ema=False, dtype=system.dtype, payload=payload).model.to(system.device)
         check_shape(model.config.shape, train_split, cfg.arch.puzzle_emb_ndim > 0)
@@ -195,7 +207,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                 "config": config_to_dict(cfg), "model": model.state_dict(), "optim": trainer.state_dict(),
                 "loader": loader.state_dict(), "rng": capture_rng_state(), "carry": carry_state(carry),
                 "step": step, "bad_steps": bad_total, "elapsed": elapsed, "eval": last_eval,
-                "last_good_step": last_good, **record})
+                "last_good_step": last_good, "data": data, **record})
 
     eval_seconds = [0.0]
 
@@ -259,8 +271,8 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                                                            if k in ("exact_accuracy", "accuracy", "halt_steps")))
                 if _any_rank(stop.requested, system) and step < total_steps:
                     checkpoint()
-                    raise KeyboardInterrupt(f"checkpoint at step {step} saved in {ckpt_path}; run the same "
-                                            f"command again to continue")
+                    raise stop.stopped(f"checkpoint at step {step} saved in {ckpt_path}; run the same "
+                                       f"command again to continue")
                 if step % cfg.system.checkpoint_interval == 0 and step < total_steps:
                     checkpoint()
     except BaseException:

@@ -1,5 +1,5 @@
 """The run folder: its name, its lock, the carry and the config rules for resuming a run in it, and
-Ctrl-C handling. Used by the training loop (train/loop.py); `CHECKPOINT` and `TrainError` by every
+Ctrl-C/SIGTERM handling. Used by the training loop (train/loop.py); `CHECKPOINT` and `TrainError` by every
 tool that reads a run.
 """
 from __future__ import annotations
@@ -26,6 +26,27 @@ class TrainError(UserError):
 
 def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.system.run_dir or f"runs/{cfg.data.family}-{cfg.model}-{cfg.preset}")
+
+
+# What a trainer (and models.relax) puts in a run folder: a folder holding anything else is a user's.
+RUN_FILES = (CHECKPOINT, "summary.json", "metrics.jsonl", ".lock", "eval", "wandb", "curves.png")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse, before anything is written, a system.run_dir that holds things that are not a run's
+    (system.run_dir=. would write checkpoints into the working folder and append to a foreign
+    metrics.jsonl). New, empty and this project's run folders pass."""
+    if not run_dir.is_dir():
+        return
+    names = [p.name for p in run_dir.iterdir()]
+    if CHECKPOINT in names or "summary.json" in names:
+        return
+    foreign = sorted(n for n in names if n not in RUN_FILES and not n.startswith("metrics.jsonl.bak")
+                     and not (n.startswith(".") and n.endswith(".tmp")))  # the logger's backups, temp files
+    if foreign:
+        raise TrainError(f"system.run_dir {run_dir} is not a run folder (it holds {', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}, but no {CHECKPOINT} or summary.json); "
+                         f"choose a new or empty system.run_dir")
 
 
 # Keys that may differ between a run and its resumption: how long, how often, where it runs, and
@@ -95,25 +116,41 @@ def lock_run_dir(run_dir: Path):
     return f
 
 
+class Terminated(KeyboardInterrupt):
+    """A stop asked for by SIGTERM (a scheduler, `timeout`, `docker stop`): handled like Ctrl-C, but the
+    process exits with 128 + 15 = 143, as a process killed by SIGTERM does, so callers see why."""
+    exit_code = 128 + signal.SIGTERM
+
+
 class StopRequest:
-    """Ctrl-C during training: the first asks the loop to stop after the current step (it saves a
-    checkpoint there), the second stops at once. Active only in the main thread, inside `with`."""
+    """Ctrl-C or SIGTERM during training: the first asks the loop to stop after the current step (it
+    saves a checkpoint there), a second one stops at once. Active only in the main thread, inside `with`."""
+
+    SIGNALS = {signal.SIGINT: ("Ctrl-C", KeyboardInterrupt), signal.SIGTERM: ("SIGTERM", Terminated)}
 
     def __init__(self):
-        self.requested, self._old = False, None
+        self.requested, self.signum, self._old = False, None, {}
 
     def _handler(self, signum, frame):
+        name, kind = self.SIGNALS[signum]
         if self.requested:
-            raise KeyboardInterrupt("second Ctrl-C: stopped at once, without a checkpoint")
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
-              flush=True)
+            raise kind(f"second {name}: stopped at once, without a checkpoint")
+        self.requested, self.signum = True, signum
+        again = "Ctrl-C again" if signum == signal.SIGINT else "send it again"
+        print(f"\n{name}: stopping after this step and saving a checkpoint ({again} to quit at once)", flush=True)
+
+    def stopped(self, message: str) -> KeyboardInterrupt:
+        """The exception that ends the run once the checkpoint is saved: its type gives the exit code."""
+        if self.signum == signal.SIGTERM:
+            return Terminated(f"SIGTERM received; {message}")
+        return KeyboardInterrupt(message)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)  # None: not set from Python
+        self._old = {}

@@ -54,7 +54,8 @@ def reduce(sums: dict[str, float], system) -> dict[str, float]:
 
 def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[str, float]:
     """pass@K of the ARC test tasks after mapping every augmented prediction back and voting (all
-    ranks' predictions); rank 0 writes the Kaggle `submission.json` into `out_dir`."""
+    ranks' predictions), and how many empty predicted grids the submission replaced; rank 0 writes
+    the Kaggle `submission.json` into `out_dir`."""
     from puzzles.arc import ArcVoter
     path = Path(data_dir) / "test_puzzles.json"
     if not path.exists():
@@ -73,4 +74,5 @@ def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[st
     if out_dir is not None and system.is_main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         atomic_write(Path(out_dir) / "submission.json", json.dumps(voter.submission(), indent=1))
-    return voter.pass_at()
+    # empty predicted grids never become attempts; how many were replaced is reported with pass@K
+    return voter.pass_at() | {"empty_attempts_replaced": float(voter.empty_attempts())}

@@ -7,13 +7,16 @@ Nothing else in the project looks at `torch.cuda` or environment variables for t
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -55,6 +58,14 @@ def _pick_device(choice: str) -> tuple[torch.device, str]:
     return torch.device("cpu"), "no CUDA or MPS device found"
 
 
+def bf16_hardware() -> bool | None:
+    """Whether PyTorch reports bf16 matmul hardware (AVX512-BF16 / AMX) on this CPU; None if it cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def cpu_description() -> str:
     """The CPU's model name and whether PyTorch sees bf16 matmul hardware (AVX512-BF16 / AMX) on it."""
     name = platform.processor() or platform.machine()
@@ -65,53 +76,108 @@ def cpu_description() -> str:
                 break
     except OSError:
         pass
-    try:
-        hw = "yes" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-    except (AttributeError, RuntimeError):
-        hw = "unknown"
+    hw = {True: "yes", False: "no", None: "unknown"}[bf16_hardware()]
     return f"{name}, {torch.get_num_threads()} threads, bf16 matmul hardware: {hw}"
 
 
-_MATMUL_SPEED: dict[tuple, float] = {}
+def _matmul_tokens(width: int) -> int:
+    """Rows of the probe's matmul: one call stays near 64 MFLOP, so even a CPU that emulates bf16 in
+    software (~1 GFLOP/s, 60x below its float32) answers each timing in well under 0.1 s."""
+    return min(1024, max(64, 32_000_000 // (4 * width * width)))
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, width: int) -> float:
-    """GFLOP/s of a (tokens x width) @ (width x 4 width) matmul, the shape of a feed-forward layer,
-    on a CPU `device` (timed without synchronisation, which only a CPU allows).
-
-    Cached per process. The token count keeps one call near 64 MFLOP, so even a CPU that emulates
-    bf16 in software (~1 GFLOP/s, 60x below its float32) answers in a fraction of a second."""
-    key = (device.type, dtype, width, torch.get_num_threads())
-    if key not in _MATMUL_SPEED:
-        tokens = min(1024, max(64, 32_000_000 // (4 * width * width)))
-        a = torch.randn(tokens, width, device=device).to(dtype)
-        b = torch.randn(width, 4 * width, device=device).to(dtype)
-        best, spent = float("inf"), 0.0
-        with torch.no_grad():
-            a @ b  # warm-up: kernel selection, allocation
-            for _ in range(20):
-                t = time.perf_counter()
-                a @ b
-                took = time.perf_counter() - t
-                best, spent = min(best, took), spent + took
-                if spent > 0.05:
-                    break
-        _MATMUL_SPEED[key] = 2 * tokens * width * 4 * width / max(best, 1e-9) / 1e9
-    return _MATMUL_SPEED[key]
+def matmul_flops(width: int) -> int:
+    """Floating-point operations of one probe matmul at `width`."""
+    return 2 * _matmul_tokens(width) * width * 4 * width
 
 
-# bf16 must beat float32 by this factor to be chosen on a CPU: a near-tie is not worth the
-# rounding (and the probe's noise is a few per cent).
-BF16_MIN_SPEEDUP = 1.25
+def matmul_timer(device: torch.device, width: int) -> Callable[[torch.dtype], float]:
+    """`time_one(dtype)`: the seconds of one (tokens x width) @ (width x 4 width) matmul in `dtype`, the
+    shape of a feed-forward layer, on a CPU `device` (timed without synchronisation, which only a CPU
+    allows). The first call for a dtype makes its operands and runs an untimed warm-up (kernel
+    selection, allocation). The probe takes this as a parameter so tests can play any CPU."""
+    tokens, operands = _matmul_tokens(width), {}
+    gen = torch.Generator().manual_seed(0)  # the run's own random stream stays untouched
+
+    def time_one(dtype: torch.dtype) -> float:
+        if dtype not in operands:
+            a = torch.randn(tokens, width, generator=gen).to(device, dtype)
+            b = torch.randn(width, 4 * width, generator=gen).to(device, dtype)
+            a @ b
+            operands[dtype] = a, b
+        a, b = operands[dtype]
+        t = time.perf_counter()
+        a @ b
+        return time.perf_counter() - t
+    return time_one
 
 
-def choose_dtype(request: str, device: torch.device, width: int = 128) -> tuple[torch.dtype, str]:
+# The probe alternates bf16 and float32 timings until their sum passes PROBE_SECONDS (at least
+# PROBE_MIN_ROUNDS rounds, at most PROBE_MAX_ROUNDS) and keeps each one's best, and the median of
+# the rounds' speed ratios: a busy moment (another process, a page fault) then slows single timings,
+# not the choice. A single timing each once read bf16 4.2 vs float32 151.5 GFLOP/s on an AMX CPU
+# (bf16 is ~1.7x faster there when quiet). On a CPU so busy that every timing waits for a core, the
+# best-of figures are a lottery (0.3x to 1.3x seen on that CPU) while the median ratio stays ~1.
+PROBE_SECONDS, PROBE_MIN_ROUNDS, PROBE_MAX_ROUNDS = 0.2, 3, 100
+# A speed ratio beyond the probe's noise: the measurements overrule the CPU's reported bf16
+# capability only when one dtype is this much faster by both the best timings and the median ratio.
+CLEAR_RATIO = 1.25
+
+
+@dataclass
+class MatmulProbe:
+    bf16: float     # best GFLOP/s in bf16
+    fp32: float     # best GFLOP/s in float32
+    ratio: float    # median over the rounds of bf16 speed / float32 speed
+    rounds: int     # timings of each
+    seconds: float  # wall time of the whole probe, warm-ups included
+
+
+_PROBES: dict[tuple, MatmulProbe] = {}
+
+
+def probe_matmul(device: torch.device, width: int,
+                 time_one: Callable[[torch.dtype], float] | None = None) -> MatmulProbe:
+    """bf16 and float32 matmul speed at `width` on a CPU, timed alternately: best of each, and the
+    median ratio of the two timings of a round.
+
+    Cached per process (evaluation and train.solve ask again) unless `time_one` (see
+    `matmul_timer`) is given."""
+    key = (device.type, width, torch.get_num_threads())
+    if time_one is None and key in _PROBES:
+        return _PROBES[key]
+    start = time.perf_counter()
+    timer = time_one or matmul_timer(device, width)
+    best = {torch.bfloat16: math.inf, torch.float32: math.inf}
+    ratios, spent = [], 0.0
+    with torch.no_grad():
+        while len(ratios) < PROBE_MAX_ROUNDS and (len(ratios) < PROBE_MIN_ROUNDS or spent < PROBE_SECONDS):
+            order = list(best) if len(ratios) % 2 == 0 else list(best)[::-1]  # neither always goes first
+            took = {dtype: timer(dtype) for dtype in order}
+            for dtype, t in took.items():
+                best[dtype] = min(best[dtype], t)
+            spent += sum(took.values())
+            ratios.append(max(took[torch.float32], 1e-9) / max(took[torch.bfloat16], 1e-9))
+    flops = matmul_flops(width)
+    probe = MatmulProbe(bf16=flops / max(best[torch.bfloat16], 1e-9) / 1e9,
+                        fp32=flops / max(best[torch.float32], 1e-9) / 1e9, ratio=statistics.median(ratios),
+                        rounds=len(ratios), seconds=time.perf_counter() - start)
+    if time_one is None:
+        _PROBES[key] = probe
+    return probe
+
+
+def choose_dtype(request: str, device: torch.device, width: int = 128,
+                 time_one: Callable[[torch.dtype], float] | None = None) -> tuple[torch.dtype, str]:
     """The compute dtype for `request` (auto | float32 | bfloat16) on `device`, and why, in words.
 
-    CUDA: bf16 where the GPU supports it. MPS: float32. CPU: bf16 only when a matmul of the
-    model's width is measured faster in bf16 than in float32 on this machine (CPUs without
-    AVX512-BF16 or AMX run it many times slower). An explicit bfloat16 on such a CPU runs, with
-    a warning that gives the measured slowdown."""
+    CUDA: bf16 where the GPU supports it. MPS: float32. CPU: the reported bf16 hardware (AVX512-BF16
+    or AMX) is the prior and the matmul probe at the model's width can overrule it: with the
+    hardware, bf16 unless it measures clearly slower; without (CPUs that emulate bf16 run it many
+    times slower), float32 unless bf16 measures clearly faster ("clearly": CLEAR_RATIO, by the best
+    timings and the median ratio alike). An explicit bfloat16 on a CPU where it
+    is clearly slower runs, with a warning that gives the measured slowdown. `time_one`: see
+    `probe_matmul`."""
     if request in ("float32", "fp32"):
         return torch.float32, "asked for"
     if request not in ("auto", "bfloat16", "bf16"):
@@ -126,17 +192,27 @@ def choose_dtype(request: str, device: torch.device, width: int = 128) -> tuple[
         if request != "auto":
             raise UserError(f"system.dtype=bfloat16 is not supported on {device}")
         return torch.float32, f"bf16 is not used on {device.type}"
-    bf16 = matmul_gflops(device, torch.bfloat16, width)
-    fp32 = matmul_gflops(device, torch.float32, width)
-    figures = f"bf16 matmul {bf16:.1f} GFLOP/s vs float32 {fp32:.1f} GFLOP/s at width {width} on this CPU"
+    probe = probe_matmul(device, width, time_one)
+    bf16, fp32 = probe.bf16, probe.fp32
+    figures = (f"bf16 matmul {bf16:.1f} GFLOP/s vs float32 {fp32:.1f} GFLOP/s at width {width} on this CPU, "
+               f"best of {probe.rounds} alternating timings, median bf16/float32 speed {probe.ratio:.2f}, "
+               f"{probe.seconds * 1000:.0f} ms")
+    bf16_clearly_slower = fp32 > CLEAR_RATIO * bf16 and probe.ratio * CLEAR_RATIO < 1
+    bf16_clearly_faster = bf16 > CLEAR_RATIO * fp32 and probe.ratio > CLEAR_RATIO
     if request != "auto":
-        if bf16 < fp32:
+        if bf16_clearly_slower:
             print(f"warning: system.dtype=bfloat16 runs {fp32 / bf16:.1f}x slower than float32 here "
                   f"({figures}); system.dtype=auto picks the faster one", file=sys.stderr, flush=True)
         return torch.bfloat16, "asked for"
-    if bf16 >= BF16_MIN_SPEEDUP * fp32:
-        return torch.bfloat16, figures
-    return torch.float32, figures
+    hardware = bf16_hardware()
+    if hardware:
+        if bf16_clearly_slower:
+            return torch.float32, f"{figures}; bf16 hardware reported, but bf16 measured {fp32 / bf16:.1f}x slower"
+        return torch.bfloat16, f"{figures}; bf16 hardware reported and bf16 not clearly slower"
+    hw = "no bf16 hardware reported" if hardware is False else "bf16 hardware unknown"
+    if bf16_clearly_faster:
+        return torch.bfloat16, f"{figures}; {hw}, but bf16 measured {bf16 / fp32:.1f}x faster"
+    return torch.float32, f"{figures}; {hw} and bf16 not clearly faster"
 
 
 def _compile_default(dev: torch.device, dtype: torch.dtype) -> tuple[bool, str]:

@@ -98,10 +98,16 @@ class Samples:
                        None if self.halt_steps is None else self.halt_steps[:, :k], self.trace_preds, self.trace_q)
 
 
+MAX_SAMPLES = 1024  # K costs K single passes with no progress shown: far more is a typo, not a plan
+
+
 def check_options(k: int, diversity: str, noise: float, rule: str, family: str | None = None) -> None:
     """ValueError naming the bad option; shared by the CLIs and EvalConfig-driven evaluation."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"samples must be an integer >= 1, got {k!r}")
+    if k > MAX_SAMPLES:
+        raise ValueError(f"samples must be at most {MAX_SAMPLES} (each sample is one more full pass over "
+                         f"the puzzles), got {k}")
     if diversity not in DIVERSITY:
         raise ValueError(f"diversity must be one of {', '.join(DIVERSITY)}, got {diversity!r}")
     if rule not in RULES:

@@ -26,6 +26,12 @@ from puzzles.grid import grid_hash
 FALLBACK = [[0]]  # answer given for a test input that received no prediction
 
 
+def _has_cells(grid: list) -> bool:
+    """False for the empty grid a malformed prediction crops to (no colour cell at the top left):
+    Kaggle scores such an attempt as wrong at best, so it never goes into a submission."""
+    return bool(grid) and bool(grid[0])
+
+
 def copy_input_score(test_puzzles: dict[str, dict]) -> float:
     """The copy-the-input baseline: mean over tasks of the share of test inputs whose output equals
     the input (one candidate per input, so its pass@1 and pass@2 are the same)."""
@@ -55,6 +61,7 @@ class ArcVoter:
     def __init__(self, test_puzzles: dict[str, dict], identifiers: Sequence[str]):
         self.identifiers = list(identifiers)
         self.tasks: dict[str, list[tuple[str, str | None]]] = {}  # task -> [(input hash, output hash)]
+        self.inputs: dict[str, list] = {}  # task -> its test input grids (the fallback for empty answers)
         self._index: dict[tuple[str, str], int] = {}  # (task, input hash) -> test input number
         for name, task in test_puzzles.items():
             pairs = []
@@ -65,6 +72,7 @@ class ArcVoter:
                 self._index.setdefault((name, h_in), k)
                 pairs.append((h_in, h_out))
             self.tasks[name] = pairs
+            self.inputs[name] = [ex["input"] for ex in task["test"]]
         # (task, test input number) -> {prediction hash: [votes, sum of q]} in first-seen order
         self.votes: dict[tuple[str, int], dict[str, list]] = {}
         self.grids: dict[str, list] = {}  # prediction hash -> grid as nested lists
@@ -127,16 +135,28 @@ class ArcVoter:
         return {f"pass@{K}": float(v / n) for K, v in zip(ks, totals)}
 
     def submission(self, attempts: int = 2) -> dict[str, list[dict]]:
-        """Kaggle format: per task, per test input, the top `attempts` grids (first one repeated if fewer)."""
+        """Kaggle format: per task, per test input, the top `attempts` grids (first one repeated if fewer).
+        An empty predicted grid is passed over for the next one, else the test input itself stands in
+        (`empty_attempts` counts how often)."""
         out = {}
         for task, pairs in self.tasks.items():
             entries = []
             for k in range(len(pairs)):
-                grids = [self.grids[h] for h in self.ranked(task, k)[:attempts]] or [FALLBACK]
+                ranked = [self.grids[h] for h in self.ranked(task, k)]
+                grids = [g for g in ranked if _has_cells(g)][:attempts]
+                if ranked and not grids:
+                    grids = [self.inputs[task][k]]
+                grids = grids or [FALLBACK]
                 grids += [grids[0]] * (attempts - len(grids))
                 entries.append({f"attempt_{i + 1}": g for i, g in enumerate(grids)})
             out[task] = entries
         return out
+
+    def empty_attempts(self, attempts: int = 2) -> int:
+        """Empty grids among the top `attempts` answers of every test input: attempts `submission`
+        filled with the next answer or the test input instead."""
+        return sum(not _has_cells(self.grids[h]) for task, pairs in self.tasks.items()
+                   for k in range(len(pairs)) for h in self.ranked(task, k)[:attempts])
 
     def state(self) -> dict:
         """Picklable votes, to gather from other processes and `merge` into one voter."""
