@@ -95,7 +95,8 @@ def relax_state_dict(untied: ModelConfig, state: dict[str, torch.Tensor], init: 
 def check_out(out: Path, force: bool) -> None:
     """OUT must be new, empty, or (with --force) hold only an earlier models.relax checkpoint: a
     training run's checkpoint, metrics or anything else of the user's is never replaced."""
-    from train.checkpoint import CheckpointError, load_checkpoint
+    from train.checkpoint import load_checkpoint
+    from train.errors import CheckpointError
     from train.run import CHECKPOINT
 
     if out.exists() and not out.is_dir():
@@ -119,8 +120,8 @@ def check_out(out: Path, force: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from train.checkpoint import load_checkpoint, save_checkpoint
     from train.config import PRESETS, OptimConfig
-    from train.overrides import config_leaves, config_to_dict, diff_configs
     from train.model_io import config_from_checkpoint, model_record, stored_model
+    from train.overrides import config_leaves, config_to_dict, diff_configs
     from train.run import CHECKPOINT
     from train.step import TrainStep
 

@@ -23,8 +23,8 @@ from puzzles import sudoku
 from puzzles.errors import MAX_MESSAGE, run_cli
 from train.checkpoint import load_checkpoint
 from train.config import PRESETS
+from train.errors import ConfigError, TrainError
 from train.loop import lock_run_dir, train
-from train.overrides import ConfigError
 from train.overrides import apply_overrides
 
 from .test_infer import sudoku_ckpt  # noqa: F401  (fixture)
@@ -311,7 +311,6 @@ def test_blow_up_ends_with_the_last_finite_state(tmp_path, sudoku_data, monkeypa
     train(tiny_cfg(sudoku_data, tmp_path / "good", "optim.max_steps=3", *extra))
     _nan_grads_from(monkeypatch, 4)
     cfg = tiny_cfg(sudoku_data, tmp_path / "bad", "optim.max_steps=9", *extra)
-    from train.run import TrainError
     with pytest.raises(TrainError, match=r"3 non-finite steps in a row at step 6.*step 3\).*--resume optim.lr="):
         train(cfg)
     payload = load_checkpoint(tmp_path / "bad" / "checkpoint.pt")

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from puzzles.errors import UserError
-from train.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from train.errors import CheckpointError
 from train.optim import AdamATan2
 
 

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from train.config import FAMILIES, MODEL_NAMES, PRESETS
-from train.overrides import ConfigError, apply_overrides
+from train.errors import ConfigError
+from train.overrides import apply_overrides
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -9,9 +9,9 @@ import pytest
 from train import curriculum
 from train.checkpoint import load_checkpoint
 from train.config import PRESETS
+from train.errors import ConfigError
 from train.loop import train
 from train.overrides import apply_overrides
-from train.overrides import ConfigError
 
 from .test_train import _crash_at, _keep_threads, assert_same, final_state, ids_data, sudoku_data, tiny_cfg  # noqa: F401
 
@@ -29,6 +29,7 @@ def test_schedule_is_a_pure_function_of_the_step():
 
 def test_apply_depth_changes_copies_not_the_callers_config():
     import torch
+
     from models import build_model
     from models.config import DataShape
     arch = apply_overrides(PRESETS["quick"]("sudoku", "trm-mlp"), []).arch

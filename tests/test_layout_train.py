@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 LIMIT = 300
@@ -14,3 +15,17 @@ def test_train_bench_models_files_are_short():
                for folder in ("train", "bench", "models") for p in sorted((ROOT / folder).glob("*.py"))}
     assert len(lengths) > 30  # the folders were found
     assert {k: n for k, n in lengths.items() if n > LIMIT} == {}
+
+
+COLLECTIVE = re.compile(r"\bdist\.(all_reduce|all_gather\w*|broadcast\w*|barrier|reduce\w*|gather|scatter\w*|"
+                        r"all_to_all\w*|send|recv|isend|irecv)\s*\(")
+
+
+def test_collectives_are_called_only_in_their_module():
+    """Every all_reduce / all_gather / broadcast / barrier goes through train/collectives.py."""
+    calls = [f"{p.relative_to(ROOT)}:{n}" for folder in ("train", "bench", "models", "puzzles")
+             for p in sorted((ROOT / folder).rglob("*.py")) if p.name != "collectives.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if COLLECTIVE.search(line)]
+    assert calls == []
+    assert COLLECTIVE.search("dist.all_reduce(flag, op=dist.ReduceOp.MIN)")  # the pattern itself
+    assert COLLECTIVE.search((ROOT / "train" / "collectives.py").read_text())

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from puzzles.errors import UserError
-from train.overrides import ConfigError, apply_overrides, config_from_dict, config_leaves, config_to_dict, diff_configs
+from train.errors import ConfigError
+from train.overrides import apply_overrides, config_from_dict, config_leaves, config_to_dict, diff_configs
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from puzzles import arc, sudoku
 from puzzles.errors import run_cli
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import PRESETS
+from train.errors import TrainError
 from train.memory import GIB, check_memory
-from train.run import TrainError, check_run_dir
+from train.run import check_run_dir
 from train.scoring import arc_vote
 from train.trajectories import MAX_SAMPLES
 

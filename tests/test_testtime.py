@@ -15,7 +15,7 @@ from puzzles.sudoku_aug import augment, cell_order, random_augmentation
 from train.config import EvalConfig
 from train.infer import Answer, Engine
 from train.solve import main as solve_main
-from train.trajectories import (Samples, check_options, identity, random_frame, rule_hits, sample, select)
+from train.trajectories import Samples, check_options, identity, random_frame, rule_hits, sample, select
 
 from .test_evaluate import arc_data  # noqa: F401
 from .test_infer import one_thread, puzzles, sudoku_ckpt, tiny_model  # noqa: F401
@@ -259,8 +259,8 @@ def test_evaluate_cli_reports_every_rule(trained_run, tmp_path, capsys):
 
 def test_checked_and_augmentation_need_a_checkable_family(arc_data):
     from puzzles.dataset import load_split
+    from train.errors import TrainError
     from train.evaluation import evaluate_split
-    from train.run import TrainError
     split = load_split(arc_data, "test")
     for cfg, message in ((EvalConfig(samples=2, diversity="noise", select="checked"), "checked needs a puzzle checker"),
                          (EvalConfig(samples=2, diversity="aug"), "use noise for arc")):
@@ -270,6 +270,7 @@ def test_checked_and_augmentation_need_a_checkable_family(arc_data):
 
 def test_bench_sampling_table_and_derive(tmp_path, sudoku_ckpt, sudoku_data, capsys):
     import json
+
     from bench.inference import main as bench_main
     ckpt, _ = sudoku_ckpt
     args = ["--checkpoint", str(ckpt), "--data", str(sudoku_data), "--skip-modes", "--samples", "1,3",

@@ -18,9 +18,9 @@ from puzzles.dataset import SplitData, load_identifiers, load_split, write_datas
 from puzzles.errors import run_cli
 from train.checkpoint import load_checkpoint
 from train.config import PRESETS
+from train.errors import TrainError
 from train.loop import train
 from train.overrides import apply_overrides
-from train.run import TrainError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,11 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from puzzles.errors import UserError, atomic_write
+from puzzles.errors import atomic_write
 
-
-class CheckpointError(UserError):
-    """A checkpoint file that is missing, unreadable, truncated or not ours."""
+from .errors import CheckpointError
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

@@ -18,7 +18,7 @@ from puzzles.dataset import Split, families_of, grid_spec
 from puzzles.errors import PuzzleError
 
 from .config import TrainConfig
-from .run import TrainError
+from .errors import TrainError
 
 
 def data_dir_of(cfg: TrainConfig) -> Path:

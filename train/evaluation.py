@@ -20,17 +20,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch.distributed as dist
 
 from models.losses import IGNORE_LABEL_ID as IGNORE
 from puzzles.check import has_checker, valid_solution
 from puzzles.dataset import Split
 from puzzles.errors import atomic_write
 
+from . import collectives
 from .config import EvalConfig
 from .data import family_of
+from .errors import TrainError
 from .infer import Engine
-from .run import TrainError
 from .scoring import arc_vote, reduce, score
 from .trajectories import check_options, rule_hits, sample, select
 
@@ -111,8 +111,7 @@ def gather_first(res: dict, n: int, system) -> dict:
     part = {k: v[:, :n] if k.startswith("step_") else v[:n] for k, v in res.items()}
     if not system.distributed:
         return part
-    parts = [None] * system.world_size
-    dist.all_gather_object(parts, part)
+    parts = collectives.gather_objects(part)
     merged = {k: np.concatenate([p[k] for p in parts], axis=1 if k.startswith("step_") else 0) for k in part}
     order = np.argsort(merged["index"], kind="stable")[:n]
     return {k: v[:, order] if k.startswith("step_") else v[order] for k, v in merged.items()}

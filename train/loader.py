@@ -28,7 +28,8 @@ import torch
 
 from models.losses import IGNORE_LABEL_ID  # what the loss ignores; datasets store their own (0)
 from puzzles.dataset import Split
-from puzzles.errors import UserError
+
+from .errors import BatchTooLarge
 
 
 def _to_batch(split: Split, rows: np.ndarray, puzzles: np.ndarray) -> dict[str, np.ndarray]:
@@ -39,10 +40,6 @@ def _to_batch(split: Split, rows: np.ndarray, puzzles: np.ndarray) -> dict[str, 
         labels[labels == ignore] = IGNORE_LABEL_ID
     return {"inputs": inputs, "labels": labels,
             "puzzle_identifiers": split.puzzle_identifiers[puzzles].astype(np.int32)}
-
-
-class BatchTooLarge(UserError, ValueError):
-    """The dataset cannot fill one batch: a user's choice of data and batch size, one line at the CLI."""
 
 
 class _Plan:

@@ -21,25 +21,25 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from models import Carry, DataShape, HaltingModel, build_model
 from puzzles.dataset import dataset_fingerprint, load_split
 from train.loader import TrainLoader
 
-from . import curriculum
+from . import collectives, curriculum
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .data import (check_family, check_run_data, check_shape, data_dir_of, data_record, dataset_grid, dataset_shape,
                    ensure_dataset, require_run_data, unrecorded_note)
+from .errors import ConfigError, TrainError
 from .evaluation import evaluate_split, write_summary
 from .logger import MetricsLogger, require_logger
 from .memory import check_memory
 from .model_io import config_from_checkpoint, load_run, model_record
-from .overrides import ConfigError, config_to_dict
-from .run import (CHECKPOINT, StopRequest, TrainError, carry_from, carry_state, check_run_dir, lock_run_dir,
-                  resume_decision, run_dir_of)
+from .overrides import config_to_dict
+from .run import (CHECKPOINT, StopRequest, carry_from, carry_state, check_run_dir, lock_run_dir, resume_decision,
+                  run_dir_of)
 from .setup import setup_system, teardown_system
 from .step import TrainStep
 
@@ -64,15 +64,6 @@ def _carry_is_finite(carry: Carry | None) -> bool:
     return carry is None or bool(torch.isfinite(carry.z_H).all() and torch.isfinite(carry.z_L).all())
 
 
-def _any_rank(flag: bool, system) -> bool:
-    """Ctrl-C reaches each rank on its own: stop only when all know, at the same step."""
-    if not system.distributed:
-        return flag
-    t = torch.tensor([float(flag)], device=system.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def new_model(cfg: TrainConfig, shape: DataShape, system, data_dir: Path) -> HaltingModel:
     """The run's model, freshly initialised: the same weights on every rank and every rerun."""
     torch.manual_seed(cfg.system.seed)
@@ -93,9 +84,7 @@ def reduce_metrics(metrics: dict[str, torch.Tensor], global_batch_size: int, dis
     """
     names = sorted(metrics)
     values = torch.stack([metrics[k].detach().float() for k in names])
-    if distributed:
-        dist.all_reduce(values)
-    values = values.cpu().tolist()
+    values = collectives.sum_(values).cpu().tolist()
     out = dict(zip(names, values))
     count = max(out.get("count", 0.0), 1.0)
     # losses and a core's "mean_*" statistics (batch sums, models/halting.py think) are per row
@@ -143,8 +132,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
     elif resume:
         raise TrainError(f"--resume given but {ckpt_path} does not exist")
     data_dir = ensure_dataset(cfg, system.is_main)
-    if system.distributed:
-        dist.barrier()
+    collectives.barrier()  # rank 0 built the dataset
     train_split, test_split = load_split(data_dir, "train"), load_split(data_dir, "test")
     for split in (train_split, test_split):
         check_family(cfg.data.family, split, what=f"train.{cfg.data.family}")
@@ -166,7 +154,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
         lock.append(lock_run_dir(run_dir))
     if system.distributed:  # identical start on every rank, whatever the local RNG did
         for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)
+            collectives.broadcast_(tensor.data)
     opt = cfg.optim
     loader = TrainLoader(train_split, opt.global_batch_size, seed=cfg.system.seed, rank=system.rank,
                          world_size=system.world_size, pin_memory=system.device.type == "cuda")
@@ -269,7 +257,7 @@ def _train(cfg: TrainConfig, system, run_dir: Path, resume: bool, lock: list) ->
                         "time/train_seconds": elapsed, "time/eval_seconds": eval_seconds[0]})
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
                                                            if k in ("exact_accuracy", "accuracy", "halt_steps")))
-                if _any_rank(stop.requested, system) and step < total_steps:
+                if collectives.any_rank(stop.requested, system.device) and step < total_steps:
                     checkpoint()
                     raise stop.stopped(f"checkpoint at step {step} saved in {ckpt_path}; run the same "
                                        f"command again to continue")

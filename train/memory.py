@@ -19,7 +19,7 @@ import torch
 from models.layers import swiglu_width
 
 from .config import TrainConfig
-from .run import TrainError
+from .errors import TrainError
 
 GIB = 2 ** 30
 

@@ -25,8 +25,9 @@ from models import ArchConfig, DataShape, HaltingModel, ModelConfig, build_model
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
 from .config import TrainConfig
-from .overrides import ConfigError, config_from_dict, config_to_dict
-from .run import CHECKPOINT, TrainError
+from .errors import ConfigError, TrainError
+from .overrides import config_from_dict, config_to_dict
+from .run import CHECKPOINT
 from .setup import System, setup_system
 
 # Fields the architecture held before it was split from the data shape (and a retired switch).

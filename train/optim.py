@@ -17,8 +17,9 @@ import math
 from typing import Any, Iterable
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from . import collectives
 
 
 def evaluate_closure(closure):
@@ -141,8 +142,8 @@ class SparseSignSGD:
         if local is None or local.grad is None:
             return  # no forward in training mode since the last zero_grad: nothing to update
         grads, ids = local.grad, self.embedding.local_ids
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            grads, ids = _all_gather_cat(grads), _all_gather_cat(ids)
+        # every rank has the same local batch size (global // world): plain all_gather fits
+        grads, ids = collectives.gather_cat(grads), collectives.gather_cat(ids)
         weights = self.embedding.weights
         unique_ids, inverse = torch.unique(ids.long(), return_inverse=True)
         summed = torch.zeros(len(unique_ids), grads.shape[-1], dtype=torch.float32, device=grads.device)
@@ -166,13 +167,6 @@ class SparseSignSGD:
 
     def load_state_dict(self, state: dict) -> None:
         self.param_groups = [dict(g) for g in state["param_groups"]]
-
-
-def _all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    # Every rank has the same local batch size (global // world), so plain all_gather fits.
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
 
 
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float = 1.0) -> float:

@@ -20,11 +20,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, Sequence
 
-from puzzles.errors import UserError
-
-
-class ConfigError(UserError):
-    """A bad override, or a stored config that does not fit the config classes."""
+from .errors import ConfigError
 
 
 class _BadValue(Exception):

@@ -12,16 +12,12 @@ from pathlib import Path
 import torch
 
 from models import Carry
-from puzzles.errors import UserError
 
 from .config import TrainConfig
+from .errors import TrainError
 from .overrides import config_leaves, diff_configs
 
 CHECKPOINT = "checkpoint.pt"
-
-
-class TrainError(UserError):
-    """A run that cannot start or continue (mismatched dataset, foreign run directory, ...)."""
 
 
 def run_dir_of(cfg: TrainConfig) -> Path:

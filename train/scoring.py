@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from models.losses import IGNORE_LABEL_ID as IGNORE
 from puzzles.check import CHECKED, valid_solution
 from puzzles.dataset import load_identifiers
 from puzzles.errors import atomic_write
+
+from . import collectives
 
 
 def score(res: dict, family: str, info: dict) -> dict[str, float]:
@@ -46,7 +47,7 @@ def reduce(sums: dict[str, float], system) -> dict[str, float]:
     names = sorted(sums)
     if system.distributed:
         t = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=system.device)
-        dist.all_reduce(t)
+        collectives.sum_(t)
         sums = dict(zip(names, t.cpu().tolist()))
     count = max(sums.pop("count"), 1.0)
     return {k: v / count for k, v in sums.items()} | {"count": count}
@@ -66,8 +67,7 @@ def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[st
     voter.add(res["puzzle_identifiers"], res["inputs"], res["preds"],
               1.0 / (1.0 + np.exp(-res["q_halt"].astype(np.float64))))
     if system.distributed:
-        states = [None] * system.world_size
-        dist.all_gather_object(states, voter.state())
+        states = collectives.gather_objects(voter.state())
         for i, state in enumerate(states):
             if i != system.rank:
                 voter.merge(state)

@@ -24,6 +24,8 @@ import torch.distributed as dist
 from models.config import dtype_name
 from puzzles.errors import UserError
 
+from . import collectives
+
 
 @dataclass
 class System:
@@ -260,7 +262,7 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
     dt, dwhy = choose_dtype(dtype, dev, width)
     if world_size > 1 and dev.type == "cpu" and dtype == "auto":  # every rank computes in rank 0's dtype
         flag = torch.tensor([int(dt == torch.bfloat16)])
-        dist.broadcast(flag, src=0)
+        collectives.broadcast_(flag)
         dt = torch.bfloat16 if flag.item() else torch.float32
     lines.append(f"precision: {dtype_name(dt)} compute, float32 weights ({dwhy})")
 
@@ -291,6 +293,6 @@ def teardown_system(system: System, finished: bool = True) -> None:
         # After an error the other ranks may never arrive, so do not wait for them.
         try:
             if finished:
-                dist.barrier()
+                collectives.barrier()
         finally:
             dist.destroy_process_group()

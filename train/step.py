@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 from models import Carry, HaltingModel
 
+from . import collectives
 from .config import OptimConfig
 from .muon import MuonAdamATan2
 from .optim import EMA, AdamATan2, SparseSignSGD, lr_at
@@ -56,11 +56,8 @@ class TrainStep:
         opt, carry_in = self.opt, carry
         carry, loss, metrics, _, _ = self.forward(carry, batch)
         (loss / opt.global_batch_size).backward()
-        if self.distributed:
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-        finite = self._all_ranks(bool(torch.isfinite(loss).item()), loss.device)
+        collectives.sum_grads(self.model.parameters())
+        finite = collectives.all_ranks(bool(torch.isfinite(loss).item()), loss.device)
         lr = lr_at(step, opt.lr, opt.lr_warmup_steps, self.total_steps, opt.lr_min_ratio)
         if finite:
             before, had_state = self._backup(), set(self.adam.state)
@@ -73,7 +70,7 @@ class TrainStep:
             self.adam.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-            finite = self._all_ranks(self.state_is_finite(), loss.device)
+            finite = collectives.all_ranks(self.state_is_finite(), loss.device)
             if not finite:  # undo the update: back to the state before it
                 for param in [p for p in self.adam.state if p not in had_state]:
                     del self.adam.state[param]  # first step: Adam made its moments during the update
@@ -93,14 +90,6 @@ class TrainStep:
         if state:
             torch._foreach_copy_(self._copies, state)
         return self._copies
-
-    def _all_ranks(self, ok: bool, device: torch.device) -> bool:
-        """True when `ok` holds on every rank (they must agree to skip a step)."""
-        if not self.distributed:
-            return ok
-        flag = torch.tensor([float(ok)], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
 
     def state_tensors(self, counters: bool = True) -> list[torch.Tensor]:
         """Every tensor an update writes: parameters, the puzzle table, Adam's state, the EMA shadow.
