@@ -1,5 +1,6 @@
-"""Short files with one job: no source file of train/, bench/ or models/ runs past ~300 lines
-(docs/layout.md says which module owns what). Run: python -m pytest -q tests/test_layout_train.py
+"""The layout rules of train/, bench/ and models/: short files with one job (no source file past ~300
+lines; docs/layout.md says which module owns what), collectives only in train/collectives.py, and
+imports pointing down. Run: python -m pytest -q tests/test_layout_train.py
 """
 from __future__ import annotations
 
@@ -29,3 +30,12 @@ def test_collectives_are_called_only_in_their_module():
     assert calls == []
     assert COLLECTIVE.search("dist.all_reduce(flag, op=dist.ReduceOp.MIN)")  # the pattern itself
     assert COLLECTIVE.search((ROOT / "train" / "collectives.py").read_text())
+
+
+def test_models_and_puzzles_do_not_import_train_or_bench():
+    """Arrows point down: bench -> train -> models -> puzzles (function-level imports count too)."""
+    up = re.compile(r"^\s*(from|import)\s+(train|bench)\b")
+    found = [f"{p.relative_to(ROOT)}:{n}" for folder in ("models", "puzzles") for p in sorted((ROOT / folder).rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if up.match(line)]
+    assert found == []
+    assert up.match("    from train.checkpoint import load_checkpoint")  # the pattern itself

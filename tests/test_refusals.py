@@ -1,6 +1,6 @@
 """Refusals found by user probes: outputs never replaced without --force (and a training run never),
 config values checked before any work, a run too large for the machine's memory, negative checkpoint
-steps, a test file equal to the train file, empty ARC attempts, an unbounded --samples, models.relax
+steps, a test file equal to the train file, empty ARC attempts, an unbounded --samples, train.relax
 --layers 0 and a foreign system.run_dir. Each refusal: exit code 2, exactly one `error:` line naming
 the culprit, no traceback, every file that existed before unchanged (helpers of test_bad_inputs).
 Run: python -m pytest -q tests/test_refusals.py
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.relax import MARK
-from models.relax import main as relax_main
+from train.relax import MARK
+from train.relax import main as relax_main
 from puzzles import arc, sudoku
 from puzzles.errors import run_cli
 from train.checkpoint import load_checkpoint, save_checkpoint
@@ -84,7 +84,7 @@ def test_relax_never_replaces_a_training_run(tmp_path, sudoku_data, trained_run,
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
     fails(relax_main, [str(untied), "--out", str(notes), "--force"], capsys, notes, "not empty", roots=(tmp_path,))
-    # an earlier models.relax output: only with --force
+    # an earlier train.relax output: only with --force
     fails(relax_main, [str(untied), "--out", str(out)], capsys, out, "--force", roots=(tmp_path,))
     before = (out / "checkpoint.pt").read_bytes()
     assert run_cli(relax_main, [str(untied), "--rank", "2", "--out", str(out), "--force"]) == 0

@@ -1,4 +1,4 @@
-"""The recursion variants through the trainer's entry point, and `python -m models.relax` from a
+"""The recursion variants through the trainer's entry point, and `python -m train.relax` from a
 trained untied run to an uptrained RRT run (4x4 Sudoku, tiny sizes, fp32, one thread).
 
 Run: python -m pytest -q tests/test_variants_train.py
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models import MODELS, ModelConfig
-from models.relax import main as relax_main
+from train.relax import main as relax_main
 from puzzles.errors import run_cli
 from train.checkpoint import load_checkpoint
 from train.cli import main as cli_main

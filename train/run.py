@@ -24,7 +24,7 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.system.run_dir or f"runs/{cfg.data.family}-{cfg.model}-{cfg.preset}")
 
 
-# What a trainer (and models.relax) puts in a run folder: a folder holding anything else is a user's.
+# What a trainer (and train.relax) puts in a run folder: a folder holding anything else is a user's.
 RUN_FILES = (CHECKPOINT, "summary.json", "metrics.jsonl", ".lock", "eval", "wandb", "curves.png")
 
 
