@@ -31,11 +31,12 @@ import torch
 from puzzles.check import has_checker, valid_solution
 from puzzles.dataset import load_split
 from puzzles.errors import UserError, atomic_write, check_output_file, run_cli
+from train.data import family_of
 from train.infer import MODES, Engine, SolveResult
 from train.model_io import load_for_inference
+from train.sampling import DIVERSITY, NOISE, PURE_RULES, check_options
 from train.setup import cpu_description
-from train.data import family_of
-from train.trajectories import DIVERSITY, NOISE, PURE_RULES, check_options, rule_hits, sample
+from train.trajectories import rule_hits, sample
 
 
 def load_examples(data: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:

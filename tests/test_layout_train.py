@@ -39,3 +39,13 @@ def test_models_and_puzzles_do_not_import_train_or_bench():
              for n, line in enumerate(p.read_text().splitlines(), 1) if up.match(line)]
     assert found == []
     assert up.match("    from train.checkpoint import load_checkpoint")  # the pattern itself
+
+
+def test_the_config_does_not_import_the_engine():
+    """train.config validates the sampling options (train/sampling.py) without the inference engine."""
+    import subprocess
+    import sys
+    code = "import sys, train.config; print(sorted(m for m in sys.modules if m in ('train.infer', 'train.trajectories')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

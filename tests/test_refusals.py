@@ -26,7 +26,7 @@ from train.errors import TrainError
 from train.memory import GIB, check_memory
 from train.run import check_run_dir
 from train.scoring import arc_vote
-from train.trajectories import MAX_SAMPLES
+from train.sampling import MAX_SAMPLES
 
 from .test_bad_inputs import base, build, fails, snapshot, solve_cli, trainer
 from .test_train import _keep_threads, sudoku_data, tiny_cfg, trained_run  # noqa: F401 (fixtures)

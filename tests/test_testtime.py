@@ -14,8 +14,9 @@ from puzzles.grid import NUM_DIHEDRAL, dihedral_index_map
 from puzzles.sudoku_aug import augment, cell_order, random_augmentation
 from train.config import EvalConfig
 from train.infer import Answer, Engine
+from train.sampling import check_options
 from train.solve import main as solve_main
-from train.trajectories import Samples, check_options, identity, random_frame, rule_hits, sample, select
+from train.trajectories import Samples, identity, random_frame, rule_hits, sample, select
 
 from .test_evaluate import arc_data  # noqa: F401
 from .test_infer import one_thread, puzzles, sudoku_ckpt, tiny_model  # noqa: F401

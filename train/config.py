@@ -20,7 +20,7 @@ from models import ArchConfig
 from puzzles.families import FAMILIES
 
 from . import curriculum
-from .trajectories import NOISE, check_options
+from .sampling import NOISE, check_options
 
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
 ATTENTION = ("hrm", "trm", "transformer", "ut", "rrt", "mor")  # every model but trm-mlp mixes cells by attention

@@ -44,8 +44,8 @@ from .evaluation import evaluate_split
 from .model_io import config_from_checkpoint, load_run
 from .overrides import apply_overrides
 from .run import CHECKPOINT
+from .sampling import DIVERSITY, RULES, check_options
 from .setup import setup_system, teardown_system
-from .trajectories import DIVERSITY, RULES, check_options
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from .config import EvalConfig
 from .data import family_of
 from .errors import TrainError
 from .infer import Engine
+from .sampling import check_options
 from .scoring import arc_vote, reduce, score
-from .trajectories import check_options, rule_hits, sample, select
+from .trajectories import rule_hits, sample, select
 
 
 def shard(split: Split, batch_size: int, max_examples: int, system) -> np.ndarray:

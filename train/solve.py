@@ -34,7 +34,8 @@ from puzzles.errors import CSV_HEADER, PuzzleError, UserError, atomic_write, run
 
 from .infer import MODES, Engine, SolveResult
 from .model_io import load_for_inference
-from .trajectories import DIVERSITY, NOISE, RULES, check_options, sample, select
+from .sampling import DIVERSITY, NOISE, RULES, check_options
+from .trajectories import sample, select
 
 
 

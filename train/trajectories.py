@@ -33,11 +33,8 @@ from puzzles.grid import NUM_DIHEDRAL, dihedral_index_map
 from puzzles.sudoku_aug import cell_order, random_augmentation
 
 from .infer import Engine
+from .sampling import RULES
 
-DIVERSITY = ("aug", "noise", "both")
-RULES = ("vote", "confidence", "first-halt", "checked")
-PURE_RULES = ("vote", "confidence", "first-halt")  # the model's own choice; "checked" uses the rules
-NOISE = 1.0  # default latent noise scale (the latent is RMS-normed: about 1 per element)
 _FRAME, _NOISE = 0, 1  # stream tags: a trajectory's augmentation draw and its noise never share a seed
 
 Checker = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (inputs (M, S), preds (M, S)) -> ok (M,)
@@ -96,31 +93,6 @@ class Samples:
         """The first k trajectories (what a run with K = k would have produced)."""
         return Samples(self.preds[:, :k], self.q_halt_prob[:, :k], self.q_halt_logit[:, :k], self.steps[:, :k],
                        None if self.halt_steps is None else self.halt_steps[:, :k], self.trace_preds, self.trace_q)
-
-
-MAX_SAMPLES = 1024  # K costs K single passes with no progress shown: far more is a typo, not a plan
-
-
-def check_options(k: int, diversity: str, noise: float, rule: str, family: str | None = None) -> None:
-    """ValueError naming the bad option; shared by the CLIs and EvalConfig-driven evaluation."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {k!r}")
-    if k > MAX_SAMPLES:
-        raise ValueError(f"samples must be at most {MAX_SAMPLES} (each sample is one more full pass over "
-                         f"the puzzles), got {k}")
-    if diversity not in DIVERSITY:
-        raise ValueError(f"diversity must be one of {', '.join(DIVERSITY)}, got {diversity!r}")
-    if rule not in RULES:
-        raise ValueError(f"select must be one of {', '.join(RULES)}, got {rule!r}")
-    if not 0.0 <= noise < float("inf"):
-        raise ValueError(f"noise must be a finite scale >= 0, got {noise!r}")
-    if k > 1 and diversity in ("noise", "both") and noise == 0:
-        raise ValueError(f"diversity {diversity} needs a noise scale > 0")
-    if family is not None and family not in ("sudoku", "maze"):
-        if rule == "checked":
-            raise ValueError(f"select checked needs a puzzle checker; {family} has none (sudoku and maze only)")
-        if k > 1 and diversity != "noise":
-            raise ValueError(f"diversity {diversity} needs sudoku or maze puzzles; use noise for {family}")
 
 
 def sample(engine: Engine, inputs: np.ndarray, ids: np.ndarray | None, k: int, diversity: str,
