@@ -24,7 +24,8 @@ from puzzles.errors import MAX_MESSAGE, run_cli
 from train.checkpoint import load_checkpoint
 from train.config import PRESETS
 from train.errors import ConfigError, TrainError
-from train.loop import lock_run_dir, train
+from train.loop import train
+from train.run import lock_run_dir
 from train.overrides import apply_overrides
 
 from .test_infer import sudoku_ckpt  # noqa: F401  (fixture)
@@ -402,11 +403,12 @@ def test_os_faults_are_one_line(tmp_path, sudoku_data, trained_run, monkeypatch,
     fails(trainer(), base(sudoku_data, a_file / "run"), capsys, a_file, roots=(tmp_path,))
     # a read-only run folder (simulated: the tests may run as root, who may write anywhere)
     import train.loop as loop_module
+    import train.run_state as run_state_module
 
     def read_only(run_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(run_dir / ".lock"))
 
-    monkeypatch.setattr(loop_module, "lock_run_dir", read_only)
+    monkeypatch.setattr(run_state_module, "lock_run_dir", read_only)
     fails(trainer(), base(sudoku_data, tmp_path / "ro"), capsys, tmp_path / "ro" / ".lock", "permissions",
           roots=(tmp_path,), new_ok=True)
     monkeypatch.undo()

@@ -222,7 +222,7 @@ def test_maze_quick_schedule_is_3000_steps_of_64_with_three_evaluations():
     groups): the schedule the GPU runs measured (docs/maze_arc.md), not whatever epochs x batch gives."""
     from types import SimpleNamespace
 
-    from train.loop import schedule
+    from train.run_state import schedule
     for model in ("trm", "hrm", "trm-mlp", "transformer"):
         cfg = PRESETS["quick"]("maze", model)
         total, every = schedule(cfg, SimpleNamespace(num_groups=2000, meta={"mean_puzzle_examples": 1.0}))
