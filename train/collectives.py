@@ -41,19 +41,19 @@ def sum_grads(params: Iterable[torch.nn.Parameter]) -> None:
 
 def all_ranks(flag: bool, device: torch.device) -> bool:
     """True when `flag` holds on every rank (e.g. a finite step: all must agree to skip one)."""
-    if not active():
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    return _flag(flag, device, "MIN")
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True when `flag` holds on some rank (e.g. Ctrl-C reached one: all stop at the same step)."""
+    return _flag(flag, device, "MAX")
+
+
+def _flag(flag: bool, device: torch.device, op: str) -> bool:
     if not active():
         return flag
     t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return bool(t.item())
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
 
 from models.layers import swiglu_width
 
 from .config import TrainConfig
+from .data import data_dir_of
 from .errors import TrainError
 
 GIB = 2 ** 30
@@ -70,7 +70,7 @@ def check_memory(cfg: TrainConfig) -> None:
     have = device_bytes(cfg.system.device)
     if have is None:
         return
-    meta = Path(cfg.data.path or f"data/{cfg.data.family}-{cfg.preset}") / "train" / "dataset.json"
+    meta = data_dir_of(cfg) / "train" / "dataset.json"
     try:  # the dataset may not be built yet: then the estimate leaves its size out
         info = json.loads(meta.read_text())
         seq_len, identifiers = int(info.get("seq_len", 1)), int(info.get("num_puzzle_identifiers", 1))
