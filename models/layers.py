@@ -185,15 +185,20 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     On CPU in bf16 the explicit form wins: for these short sequences (T ~ 100, d 32-64) PyTorch's
     CPU flash kernel is as fast forward but much slower backward, and under torch.compile the
     explicit form fuses scale + softmax around two oneDNN batched matmuls. In float32, and off the
-    CPU, the fused kernel wins. Measure with `python -m bench.train_step --config A --all`."""
+    CPU, the fused kernel wins. Measure with `python -m bench.train_step --config A --all`.
+
+    The core runs in float32 on bf16 inputs, as the fused kernel accumulates: scores rounded to
+    bf16 before the softmax (and bf16 probabilities) gave 8x the fused kernel's error (1.2% against
+    0.16% on random (8, 4, 121, 32) inputs at q, k scale 3; tests/test_attention_precision.py),
+    so a bf16 CPU run trained a different model than a GPU run of the same recipe."""
     if q.device.type != "cpu" or q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     # Scaling q (T x d) is cheaper than scaling the scores (T x T), and keeps inductor from
     # pattern-matching this back into the slower flash kernel.
-    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-1, -2))
+    scores = torch.matmul(q.float() * (q.shape[-1] ** -0.5), k.float().transpose(-1, -2))
     if bias is not None:
         scores = scores + bias
-    return torch.matmul(scores.softmax(dim=-1), v)
+    return torch.matmul(scores.softmax(dim=-1), v.float()).to(v.dtype)
 
 
 class Block(nn.Module):
