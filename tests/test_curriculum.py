@@ -11,6 +11,7 @@ from train.checkpoint import load_checkpoint
 from train.config import PRESETS
 from train.errors import ConfigError
 from train.loop import train
+from train.model_io import stored_config
 from train.overrides import apply_overrides
 
 from .test_train import _crash_at, _keep_threads, assert_same, final_state, ids_data, sudoku_data, tiny_cfg  # noqa: F401
@@ -73,7 +74,7 @@ def test_resume_mid_curriculum_is_bit_identical(tmp_path, ids_data, monkeypatch)
         train(cfg)
     monkeypatch.undo()
     payload = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
-    assert payload["step"] == 4 and payload["model_config"]["H_cycles"] == 2  # the arch, not the stage
+    assert payload["step"] == 4 and stored_config(payload).H_cycles == 2  # the arch, not the stage
     assert train(cfg)["steps"] == 9
     assert_same(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
     # and the curriculum did change training: the same run without it ends elsewhere

@@ -17,6 +17,7 @@ from train import setup
 from train.checkpoint import load_checkpoint
 from train.evaluate import main as evaluate_main
 from train.loop import train
+from train.model_io import stored_config
 from train.setup import choose_dtype, probe_matmul, setup_system
 from train.solve import main as solve_main
 
@@ -109,7 +110,7 @@ def test_trainer_evaluate_and_solve_follow_the_probe(monkeypatch, capsys, tmp_pa
     train(tiny_cfg(sudoku_data, run, "optim.max_steps=2", "system.dtype=auto"))
     out = capsys.readouterr().out
     assert f"precision: {want} compute" in out and "GFLOP/s" in out
-    assert load_checkpoint(run / "checkpoint.pt")["model_config"]["forward_dtype"] == want
+    assert stored_config(load_checkpoint(run / "checkpoint.pt")).forward_dtype == want
 
     assert run_cli(evaluate_main, [str(run), "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out

@@ -20,6 +20,7 @@ from train.checkpoint import load_checkpoint
 from train.config import PRESETS
 from train.errors import TrainError
 from train.loop import train
+from train.model_io import stored_config
 from train.overrides import apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,9 +121,7 @@ def _crash_at(monkeypatch, crash_step: int) -> None:
 
 
 def _model_cfg(run: Path):
-    from models import ModelConfig
-    from train.overrides import config_from_dict
-    return config_from_dict(ModelConfig, load_checkpoint(run / "checkpoint.pt")["model_config"])
+    return stored_config(load_checkpoint(run / "checkpoint.pt"))
 
 
 def _fresh_model(name: str, run: Path):

@@ -11,11 +11,12 @@ import shlex
 import pytest
 import torch
 
-from models import MODELS, ModelConfig
-from train.relax import main as relax_main
+from models import MODELS
 from puzzles.errors import run_cli
 from train.checkpoint import load_checkpoint
 from train.cli import main as cli_main
+from train.model_io import stored_config
+from train.relax import main as relax_main
 
 from .test_train import TINY, _keep_threads, sudoku_data  # noqa: F401 (fixtures)
 
@@ -56,7 +57,7 @@ def test_relax_converts_an_untied_run_and_the_trainer_uptrains_it(tmp_path, sudo
     old, new = load_checkpoint(untied / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
     models = []
     for payload in (old, new):
-        model = MODELS[payload["model_name"]](ModelConfig(**payload["model_config"]))
+        model = MODELS[payload["model_name"]](stored_config(payload))
         model.load_state_dict(payload["model"])
         models.append(model.eval())
     batch = {"inputs": torch.randint(1, 6, (2, 16), dtype=torch.int32), "labels": torch.randint(2, 6, (2, 16)),

@@ -5,8 +5,8 @@
 
 A trainer checkpoint stores the model's name, its architecture (`arch`: what the user chose), the
 data shape (`shape`: what the dataset dictated), the compute dtype and the dataset's grid, beside
-the run's config and the weights; `model_config` (the three together, as the model holds them)
-stays for readers of the older format. `load_run` rebuilds the model with `models.build_model`,
+the run's config and the weights: the model is recorded once (`stored_config` puts it together).
+`load_run` rebuilds the model with `models.build_model`,
 the same call the trainer made, for evaluate, solve, the benchmarks and resume alike.
 
 Older checkpoints load too: those without `arch`/`shape` (written before they were stored apart,
@@ -50,7 +50,7 @@ def model_record(name: str, model: HaltingModel, grid: dict | None) -> dict:
     """The checkpoint entries that describe a built model (see the module docstring)."""
     cfg = model.config
     return {"model_name": name, "arch": config_to_dict(cfg.arch), "shape": config_to_dict(cfg.shape),
-            "dtype": cfg.forward_dtype, "grid": grid, "model_config": config_to_dict(cfg)}
+            "dtype": cfg.forward_dtype, "grid": grid}
 
 
 def config_from_checkpoint(payload: dict) -> TrainConfig:
@@ -78,6 +78,11 @@ def stored_model(payload: dict, path) -> tuple[str, ArchConfig, DataShape, str]:
         raise TrainError(f"checkpoint {path} does not describe a model of this version ({err})") from None
     raise TrainError(f"checkpoint {path} does not say its data shape (seq_len, vocab_size): not written by "
                      f"this trainer; to convert, save it with the entries model_name, arch and shape")
+
+
+def stored_config(payload: dict, path="checkpoint") -> ModelConfig:
+    """The ModelConfig of the model a checkpoint holds (arch + shape + compute dtype)."""
+    return ModelConfig.of(*stored_model(payload, path)[1:])
 
 
 def load_run(path: str | os.PathLike, ema: bool | None = None, dtype: str | torch.dtype | None = None,

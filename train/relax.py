@@ -25,7 +25,7 @@ from puzzles.errors import UserError, run_cli
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PRESETS, OptimConfig
 from .errors import CheckpointError
-from .model_io import config_from_checkpoint, model_record, stored_model
+from .model_io import config_from_checkpoint, model_record, stored_config
 from .overrides import config_leaves, config_to_dict, diff_configs
 from .run import CHECKPOINT
 from .step import TrainStep
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if payload.get("model_name") not in ("trm", "trm-mlp"):
         raise UserError(f"{args.run}: train.relax converts a trm or trm-mlp run, this is a "
                         f"{payload.get('model_name')!r} run")
-    model_cfg = ModelConfig.of(*stored_model(payload, args.run)[1:])
+    model_cfg = stored_config(payload, args.run)
     try:
         rrt_cfg, state = relax_state_dict(model_cfg, payload["model"], args.init, args.rank, args.layers or 0,
                                           args.order)
