@@ -52,11 +52,12 @@ def _model_voter(data: Path, model_name: str, checkpoint: Path | None, seed: int
     """A voter filled with the predictions of the untrained quick-preset model, or of a checkpoint,
     each test row run all halt_max_steps steps (the slot engine's fixed mode, as eval.mode=fixed)."""
     import torch
+
     from models import build_model
-    from train.config import PRESETS
     from train.data import check_family, check_shape, dataset_shape
     from train.infer import Engine
     from train.model_io import load_run
+    from train.presets import PRESETS
     from train.setup import setup_system, teardown_system
 
     split = load_split(data, "test")

@@ -22,11 +22,11 @@ import torch
 from puzzles import sudoku
 from puzzles.errors import MAX_MESSAGE, run_cli
 from train.checkpoint import load_checkpoint
-from train.config import PRESETS
 from train.errors import ConfigError, TrainError
 from train.loop import train
-from train.run import lock_run_dir
 from train.overrides import apply_overrides
+from train.presets import PRESETS
+from train.run import lock_run_dir
 
 from .test_infer import sudoku_ckpt  # noqa: F401  (fixture)
 from .test_train import TINY, _keep_threads, assert_same, build_sudoku, final_state, sudoku_data, tiny_cfg  # noqa: F401

@@ -87,7 +87,7 @@ def test_unknown_family_is_refused():
 
 def test_trainer_builds_its_dataset_through_the_typed_call(tmp_path):
     """ensure_dataset: data.build parsed into options, the folder built as the CLI builds it."""
-    from train.config import PRESETS as TRAIN_PRESETS
+    from train.presets import PRESETS as TRAIN_PRESETS
     from train.data import ensure_dataset
 
     cfg = TRAIN_PRESETS["quick"]("maze", "trm")

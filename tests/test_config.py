@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from train.config import FAMILIES, MODEL_NAMES, PRESETS
+from train.config import FAMILIES, MODEL_NAMES
 from train.errors import ConfigError
 from train.overrides import apply_overrides
+from train.presets import PRESETS
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -69,7 +70,7 @@ def test_cli_overrides_may_come_before_flags():
 def test_quick_variants_follow_trms_attention_recipe(model):
     """The survey's variants are attention models: on Sudoku and mazes their quick preset is trm's
     (2-D positions, lr decay), so a comparison with trm changes only the recursion."""
-    from train.config import quick
+    from train.presets import quick
     for family in ("sudoku", "maze"):
         trm, var = quick(family, "trm"), quick(family, model)
         assert var.arch.pos_encodings == trm.arch.pos_encodings != "rope"
@@ -87,3 +88,24 @@ def test_help_lists_the_values_of_the_model_asked_for(capsys):
         with pytest.raises(SystemExit):
             main("sudoku", argv)
         assert line in capsys.readouterr().out, argv
+
+
+def test_quick_preset_rows_name_real_pairs_and_say_why():
+    """Every row of the quick table matches some (family, model), sets a real field, and gives a
+    reason; a docs page it cites exists."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from models import ArchConfig
+    from train.config import EvalConfig, OptimConfig
+    from train.presets import QUICK
+    root = Path(__file__).resolve().parents[1]
+    fields = {"arch": ArchConfig, "optim": OptimConfig, "eval": EvalConfig}
+    for row in QUICK:
+        assert set(row.families) <= set(FAMILIES) and set(row.models) <= set(MODEL_NAMES) and row.models, row
+        assert len(row.why) > 20, row
+        for part, cls in fields.items():
+            assert set(getattr(row, part)) <= {f.name for f in dataclasses.fields(cls)}, (row, part)
+        for page in re.findall(r"docs/[\w.]+\.md", row.why):
+            assert (root / page).is_file(), page

@@ -8,11 +8,11 @@ import pytest
 
 from train import curriculum
 from train.checkpoint import load_checkpoint
-from train.config import PRESETS
 from train.errors import ConfigError
 from train.loop import train
 from train.model_io import stored_config
 from train.overrides import apply_overrides
+from train.presets import PRESETS
 
 from .test_train import _crash_at, _keep_threads, assert_same, final_state, ids_data, sudoku_data, tiny_cfg  # noqa: F401
 

@@ -11,10 +11,10 @@ import torch
 
 from models import ArchConfig, DataShape, ModelConfig, build_model
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import PRESETS
 from train.errors import TrainError
 from train.model_io import config_from_checkpoint, load_run, model_record
 from train.overrides import config_to_dict
+from train.presets import PRESETS
 
 ARCH = ArchConfig(hidden_size=32, num_heads=2, H_cycles=1, L_cycles=2, L_layers=1, halt_max_steps=3,
                   puzzle_emb_ndim=32, puzzle_emb_len=1, pos_encodings="rope2d")

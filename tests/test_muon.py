@@ -88,7 +88,7 @@ def test_without_nesterov_the_buffer_itself_is_orthogonalised():
 def test_groups_partition_the_parameters(name):
     from models import build_model
     from models.config import DataShape
-    from train.config import PRESETS
+    from train.presets import PRESETS
     arch = dataclasses.replace(PRESETS["quick"]("sudoku", name).arch, puzzle_emb_ndim=16, puzzle_emb_len=1)
     model = build_model(name, arch, DataShape(seq_len=36, vocab_size=8, num_puzzle_identifiers=3), torch.float32)
     opt = MuonAdamATan2(model, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, muon_lr=1e-3)

@@ -20,7 +20,7 @@ from puzzles.build import make_parser, options_from_args, parse_build_options
 from puzzles.build_options import resolve
 from puzzles.dataset import grid_spec, load_split, write_dataset
 from puzzles.errors import PuzzleError
-from train.config import PRESETS
+from train.presets import PRESETS
 
 from .test_build import ROOT, build, ok, refused
 

@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from train.relax import MARK
-from train.relax import main as relax_main
 from puzzles import arc, sudoku
 from puzzles.errors import run_cli
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import PRESETS
 from train.errors import TrainError
 from train.memory import GIB, check_memory
+from train.presets import PRESETS
+from train.relax import MARK
+from train.relax import main as relax_main
 from train.run import check_run_dir
-from train.scoring import arc_vote
 from train.sampling import MAX_SAMPLES
+from train.scoring import arc_vote
 
 from .test_bad_inputs import base, build, fails, snapshot, solve_cli, trainer
 from .test_train import _keep_threads, sudoku_data, tiny_cfg, trained_run  # noqa: F401 (fixtures)

@@ -17,11 +17,11 @@ import torch
 from puzzles.dataset import SplitData, load_identifiers, load_split, write_dataset
 from puzzles.errors import run_cli
 from train.checkpoint import load_checkpoint
-from train.config import PRESETS
 from train.errors import TrainError
 from train.loop import train
 from train.model_io import stored_config
 from train.overrides import apply_overrides
+from train.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,9 @@ import torch
 
 from puzzles.errors import run_cli
 
-from .config import MODEL_NAMES, PRESETS
+from .config import MODEL_NAMES
 from .overrides import apply_overrides, config_leaves
+from .presets import PRESETS
 
 DEFAULT_MODEL = {"sudoku": "trm-mlp", "maze": "trm", "arc": "trm"}
 

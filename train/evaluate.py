@@ -37,12 +37,13 @@ from puzzles.dataset import dataset_fingerprint, load_split
 from puzzles.errors import run_cli
 
 from .checkpoint import ema_shadow, load_checkpoint
-from .config import MODEL_NAMES, PRESETS
+from .config import MODEL_NAMES
 from .data import check_family, check_run_data, check_shape, data_dir_of, dataset_shape, family_of, unrecorded_note
 from .errors import TrainError
 from .evaluation import evaluate_split
 from .model_io import config_from_checkpoint, load_run
 from .overrides import apply_overrides
+from .presets import PRESETS
 from .run import CHECKPOINT
 from .sampling import DIVERSITY, RULES, check_options
 from .setup import setup_system, teardown_system

@@ -23,10 +23,11 @@ from models.relax import INITS, relax_state_dict
 from puzzles.errors import UserError, run_cli
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PRESETS, OptimConfig
+from .config import OptimConfig
 from .errors import CheckpointError
 from .model_io import config_from_checkpoint, model_record, stored_config
 from .overrides import config_leaves, config_to_dict, diff_configs
+from .presets import PRESETS
 from .run import CHECKPOINT
 from .step import TrainStep
 
