@@ -6,7 +6,7 @@ every checkpoint).
     path = ensure_dataset(cfg)                    # data/<family>-<preset>, built on first use
     shape = dataset_shape(split)                  # what the dataset dictates to the model
     check_shape(shape, split); check_family("sudoku", split, grid)
-    changes = check_run_data(payload.get("data"), path, dataset_fingerprint(path), "the run in runs/x", advice)
+    changes = check_run_data(ckpt, payload.get("data"), path, dataset_fingerprint(path), "the run in runs/x")
 """
 from __future__ import annotations
 
@@ -35,11 +35,6 @@ def data_record(data_dir: Path, fingerprint: str) -> dict:
     return {"path": str(data_dir), "fingerprint": fingerprint}
 
 
-def unrecorded_note(ckpt: Path, data_dir: Path) -> str:
-    return (f"note: {ckpt} records no dataset fingerprint (an older version wrote it); {data_dir} is taken "
-            f"to be the data it trained on")
-
-
 def require_run_data(data_dir: Path, recorded: dict | None, stored: TrainConfig, run_dir: Path) -> None:
     """Refuse, before anything is built, to continue a run whose dataset folder is missing: building
     the preset's set would make puzzles that need not be those the run trained on."""
@@ -55,13 +50,16 @@ def require_run_data(data_dir: Path, recorded: dict | None, stored: TrainConfig,
 RESUME_ADVICE = "restore the run's data or set data.path to a copy of it; for a new run choose another system.run_dir"
 
 
-def check_run_data(recorded: dict | None, data_dir: Path, fingerprint: str, what: str,
-                   advice: str = RESUME_ADVICE) -> list[str]:
+def check_run_data(ckpt: Path, recorded: dict | None, data_dir: Path, fingerprint: str, what: str,
+                   advice: str = RESUME_ADVICE, say: bool = True) -> list[str]:
     """Continuing or scoring a run on other puzzles than it trained on (another dataset, or the same
     folder rebuilt, whose test set may hold its training puzzles) raises a TrainError naming both;
-    the same content at another path is fine and returned as a change to list. `recorded` None (a
-    checkpoint of an older version) is accepted: the caller prints `unrecorded_note`."""
+    the same content at another path is fine and returned as a change to list. `recorded` None (the
+    checkpoint `ckpt` of an older version) is accepted with a note (printed when `say`)."""
     if not recorded:
+        if say:
+            print(f"note: {ckpt} records no dataset fingerprint (an older version wrote it); {data_dir} is taken "
+                  f"to be the data it trained on", flush=True)
         return []
     old_path, old = str(recorded.get("path")), str(recorded.get("fingerprint"))
     if fingerprint != old:

@@ -38,7 +38,7 @@ from puzzles.errors import run_cli
 
 from .checkpoint import ema_shadow, load_checkpoint
 from .config import MODEL_NAMES
-from .data import check_family, check_run_data, check_shape, data_dir_of, dataset_shape, family_of, unrecorded_note
+from .data import check_family, check_run_data, check_shape, data_dir_of, dataset_shape, family_of
 from .errors import TrainError
 from .evaluation import evaluate_split
 from .model_io import config_from_checkpoint, load_run
@@ -101,10 +101,8 @@ def _load(args, ckpt: Path, system_for):
         split = load_split(data_dir, args.split)
         check_family(stored.data.family, split, payload.get("grid"), what=f"the model in {ckpt}")
         if not args.data:  # its own data must still be the data it trained on; --data is a choice
-            check_run_data(payload.get("data"), data_dir, dataset_fingerprint(data_dir), f"the model in {ckpt}",
+            check_run_data(ckpt, payload.get("data"), data_dir, dataset_fingerprint(data_dir), f"the model in {ckpt}",
                            "to score other data on purpose pass --data DIR (written to its own folder)")
-            if payload.get("data") is None:
-                print(unrecorded_note(ckpt, data_dir), flush=True)
         system = system_for(cfg)
         ema = cfg.optim.ema and ema_shadow(payload) is not None and not args.no_ema
         run = load_run(ckpt, ema=ema, dtype=system.dtype, arch=cfg.arch, payload=payload)

@@ -21,7 +21,7 @@ from . import collectives, curriculum
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .data import (check_family, check_run_data, check_shape, data_dir_of, data_record, dataset_grid, dataset_shape,
-                   ensure_dataset, require_run_data, unrecorded_note)
+                   ensure_dataset, require_run_data)
 from .errors import ConfigError, TrainError
 from .evaluation import evaluate_split
 from .loader import TrainLoader
@@ -144,9 +144,8 @@ def open_run(cfg: TrainConfig, system: System, run_dir: Path, resume: bool, lock
     data = data_record(data_dir, dataset_fingerprint(data_dir))
     if payload is not None:
         check_family(cfg.data.family, train_split, payload.get("grid"), what=f"the run in {run_dir}")
-        changes += check_run_data(payload.get("data"), data_dir, data["fingerprint"], f"the run in {run_dir}")
-        if payload.get("data") is None and system.is_main:
-            print(unrecorded_note(ckpt_path, data_dir), flush=True)
+        changes += check_run_data(ckpt_path, payload.get("data"), data_dir, data["fingerprint"],
+                                  f"the run in {run_dir}", say=system.is_main)
         # the raw weights the run stopped at, rebuilt as it was built
         model = load_run(ckpt_path, ema=False, dtype=system.dtype, payload=payload).model.to(system.device)
         check_shape(model.config.shape, train_split, cfg.arch.puzzle_emb_ndim > 0)
@@ -162,7 +161,7 @@ def open_run(cfg: TrainConfig, system: System, run_dir: Path, resume: bool, lock
     loader = TrainLoader(train_split, opt.global_batch_size, seed=cfg.system.seed, rank=system.rank,
                          world_size=system.world_size, pin_memory=system.device.type == "cuda")
     total_steps, eval_every = schedule(cfg, train_split)
-    trainer = TrainStep(model, opt, total_steps, compile=system.compile, distributed=system.distributed)
+    trainer = TrainStep(model, opt, total_steps, compile=system.compile)
     state = RunState(cfg, system, run_dir, data_dir, data, test_split, model, trainer, loader, logger=None,
                      record=model_record(cfg.model, model, dataset_grid(train_split)),
                      stages=curriculum.parse(opt.curriculum), total_steps=total_steps, eval_every=eval_every)

@@ -36,9 +36,8 @@ class StepResult:
 class TrainStep:
     """Owns the optimisers of one model; `__call__` performs one full training step."""
 
-    def __init__(self, model: HaltingModel, opt: OptimConfig, total_steps: int, compile: bool = False,
-                 distributed: bool = False):
-        self.model, self.opt, self.total_steps, self.distributed = model, opt, total_steps, distributed
+    def __init__(self, model: HaltingModel, opt: OptimConfig, total_steps: int, compile: bool = False):
+        self.model, self.opt, self.total_steps = model, opt, total_steps
         if opt.optimizer == "muon":  # Muon on the recursion's matrices, AdamATan2 on the rest (train/muon.py)
             self.adam = MuonAdamATan2(model, lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay,
                                       muon_lr=opt.muon_lr or opt.lr, momentum=opt.muon_momentum,
