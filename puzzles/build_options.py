@@ -100,6 +100,11 @@ class MazeOptions(_Options):
     test_csv: Path | None = None  # ... and test mazes
     on_bad: Literal["skip", "fail"] = "skip"  # an imported maze whose label is not a shortest path
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aug is not None and self.aug > 7:
+            raise PuzzleError(f"maze option aug (--aug) must be 0..7 (distinct dihedral copies), got {self.aug}")
+
 
 @dataclass(frozen=True)
 class ArcOptions(_Options):

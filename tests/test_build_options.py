@@ -4,7 +4,6 @@ Run: python -m pytest -q tests/test_build_options.py
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -86,20 +85,66 @@ def test_unknown_family_is_refused():
 
 
 def test_trainer_builds_its_dataset_through_the_typed_call(tmp_path):
-    """ensure_dataset: data.build parsed into options, the folder built as the CLI builds it."""
+    """ensure_dataset: data.build's typed options, the folder built as the CLI builds it."""
     from train.presets import PRESETS as TRAIN_PRESETS
     from train.data import ensure_dataset
+    from train.overrides import apply_overrides
 
     cfg = TRAIN_PRESETS["quick"]("maze", "trm")
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(tmp_path / "maze"),
-                                                            build="--preset tiny --seed 5"))
+    cfg = apply_overrides(cfg, [f"data.path={tmp_path / 'maze'}", "data.build.preset=tiny", "data.build.seed=5"])
     assert ensure_dataset(cfg) == tmp_path / "maze"
     assert build_cli(["maze", "--preset", "tiny", "--seed", "5", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     same_dataset(tmp_path / "cli", tmp_path / "maze")
-    bad = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(tmp_path / "m2"), build="--szie 4"))
-    with pytest.raises(PuzzleError, match="data.build '--szie 4': unrecognized arguments: --szie"):
-        ensure_dataset(bad)
-    assert not (tmp_path / "m2").exists()
+
+
+@pytest.mark.parametrize("override,words", [
+    ("data.build.szie=4", ["unknown config key 'data.build.szie'", "data.build.size"]),
+    ("data.build.box=3x3", ["data.build.box is not an option of maze datasets", "min_path"]),
+    ("data.build.aug=9", ["data.build", "aug"]),
+    ("data.build.train=-1", ["data.build", "train must be a count"]),
+    ("data.build.preset=paperr", ["preset 'paperr' is unknown"]),
+])
+def test_bad_build_options_are_one_line_config_errors(override, words):
+    from train.errors import ConfigError
+    from train.overrides import apply_overrides
+    from train.presets import PRESETS as TRAIN_PRESETS
+
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(TRAIN_PRESETS["quick"]("maze", "trm"), [override])
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_sudoku_box_is_typed_and_other_options_name_their_own_folder():
+    from train.config import BuildConfig
+    from train.data import data_dir_of
+    from train.overrides import apply_overrides
+    from train.presets import PRESETS as TRAIN_PRESETS
+
+    assert BuildConfig(preset="cpu", box="2x2").options("sudoku").box == (2, 2)
+    with pytest.raises(ValueError, match="box must look like"):
+        BuildConfig(box="two").options("sudoku")
+    quick = TRAIN_PRESETS["quick"]("maze", "trm")
+    assert data_dir_of(quick).as_posix() == "data/maze-quick"  # the preset's own options
+    other = apply_overrides(quick, ["data.build.train=16000", "aug=0"])  # a short key works where unique
+    assert data_dir_of(other).as_posix() == "data/maze-quick-train16000-aug0"
+
+
+def test_an_older_command_string_reads_as_typed_options():
+    from train.config import BuildConfig
+
+    assert BuildConfig.from_text("maze", "--preset quick --aug 0 --train 16000") == \
+        BuildConfig(preset="quick", aug=0, train=16000)
+    assert BuildConfig.from_text("sudoku", "--preset cpu --box 2x2").box == "2x2"
+    # a checkpoint written when data.build was a command string still gives its config
+    from train.model_io import config_from_checkpoint
+    from train.overrides import config_to_dict
+    from train.presets import PRESETS as TRAIN_PRESETS
+
+    stored = config_to_dict(TRAIN_PRESETS["quick"]("maze", "trm"))
+    stored["data"]["build"] = "--preset quick --aug 0"
+    cfg = config_from_checkpoint({"config": stored})
+    assert cfg.data.build == BuildConfig(preset="quick", aug=0)
 
 
 def test_box_of_is_the_squarest_box_and_every_side_gets_one():

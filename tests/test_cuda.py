@@ -12,7 +12,7 @@ def test_train_and_evaluate_on_cuda(tmp_path):
     from train.cli import main
     run = tmp_path / "run"
     assert main("sudoku", ["--model", "trm", "--preset", "quick", f"data.path={tmp_path / 'data'}",
-                           "data.build=--preset tiny", f"system.run_dir={run}", "system.device=cuda",
+                           "data.build.preset=tiny", f"system.run_dir={run}", "system.device=cuda",
                            "optim.max_steps=6", "optim.global_batch_size=8", "eval.interval_steps=3",
                            "log.progress=false"]) == 0
     assert (run / "summary.json").exists()

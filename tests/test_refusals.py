@@ -175,7 +175,7 @@ def test_arc_submission_never_holds_an_empty_attempt(tmp_path):
     # task a: the empty grid has the most votes, a real answer follows; task b: only empty grids
     res = {"puzzle_identifiers": np.array([1, 1, 1, 2]), "inputs": np.stack([x_a, x_a, x_a, x_b]),
            "preds": np.stack([empty, empty, arc.encode_grid(np.array(answer, np.uint8), canvas=10), empty]),
-           "q_halt": np.zeros(4)}
+           "q_halt_logit": np.zeros(4)}
     metrics = arc_vote(res, tmp_path, tmp_path / "out", SimpleNamespace(distributed=False, is_main=True))
     sub = json.loads((tmp_path / "out" / "submission.json").read_text())
     assert sub["a"] == [{"attempt_1": answer, "attempt_2": answer}]  # the other attempt stands in

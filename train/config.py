@@ -9,6 +9,8 @@ from `system.dtype`, and `models.build_model(name, arch, shape, dtype)` puts the
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,14 +26,67 @@ ATTENTION = ("hrm", "trm", "transformer", "ut", "rrt", "mor")  # every model but
 
 
 @dataclass
+class BuildConfig:
+    """The dataset a run builds when data.path does not exist: the typed options of
+    `python -m puzzles.build <family>` (puzzles/build_options.py) that a run may set; None takes the
+    builder preset's value. Imported puzzle files and other ARC sources: build the folder with
+    `python -m puzzles.build` and point data.path at it."""
+    preset: str = "paper"  # the builder's preset: paper, cpu, quick or tiny (not every family has each)
+    seed: int | None = None  # generation and augmentation seed
+    train: int | None = None  # train puzzles / mazes
+    test: int | None = None  # test puzzles / mazes
+    aug: int | None = None  # augmented copies per train puzzle (maze: dihedral copies, 0..7)
+    size: int | None = None  # maze side in cells
+    min_path: int | None = None  # maze: shortest path longer than this
+    box: str | None = None  # sudoku box shape RxC, e.g. "2x3" (a 6x6 grid)
+    min_rating: int | None = None  # sudoku: minimum difficulty rating
+    canvas: int | None = None  # arc: canvas side, 2..30
+    fit_only: bool | None = None  # arc: only the tasks whose grids fit the canvas
+
+    def given(self) -> dict:
+        """The options set (the preset always), in field order."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+    def options(self, family: str):
+        """The family's typed builder options; a field the family does not take, or a bad value,
+        raises ValueError with one line."""
+        from puzzles.build_options import OPTIONS
+        from puzzles.errors import PuzzleError
+        from puzzles.sudoku import parse_box
+        cls = OPTIONS[family]
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        wrong = [k for k in self.given() if k not in allowed]
+        if wrong:
+            takes = ", ".join(k for k in vars(self) if k in allowed)
+            raise ValueError(f"data.build.{wrong[0]} is not an option of {family} datasets (they take {takes})")
+        try:
+            given = self.given() | ({"box": parse_box(self.box)} if self.box is not None else {})
+            return cls(**given)
+        except (PuzzleError, argparse.ArgumentTypeError, ValueError) as err:
+            raise ValueError(f"data.build: {err}") from None
+
+    @classmethod
+    def from_text(cls, family: str, text: str) -> BuildConfig:
+        """The options of an older config's command string (`--preset quick --aug 0`)."""
+        from puzzles.build import parse_build_options
+        options = parse_build_options(family, text, where="data.build")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        given = {k: getattr(options, k) for k in fields if getattr(options, k, None) is not None}
+        if isinstance(given.get("box"), tuple):
+            given["box"] = "x".join(map(str, given["box"]))
+        return cls(**given)
+
+
+@dataclass
 class DataConfig:
     family: str = "sudoku"  # sudoku | maze | arc
-    path: str = ""  # dataset directory; "" = data/<family>-<preset>
-    build: str = ""  # `python -m puzzles.build <family>` options used when `path` does not exist yet
+    path: str = ""  # dataset directory; "" = data/<family>-<preset>[-<options that differ from it>]
+    build: BuildConfig = field(default_factory=BuildConfig)  # how to build it when `path` does not exist
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"data.family must be one of {FAMILIES}, got {self.family!r}")
+        self.build.options(self.family)
 
 
 @dataclass

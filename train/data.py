@@ -22,7 +22,20 @@ from .errors import TrainError
 
 
 def data_dir_of(cfg: TrainConfig) -> Path:
-    return Path(cfg.data.path or f"data/{cfg.data.family}-{cfg.preset}")
+    """data.path, else data/<family>-<preset>, with every builder option that differs from the
+    preset's own appended (data/maze-quick-train16000-aug0): other options, another folder."""
+    if cfg.data.path:
+        return Path(cfg.data.path)
+    from .presets import PRESETS
+    own = PRESETS[cfg.preset](cfg.data.family, cfg.model).data.build
+    changed = [(k, v) for k, v in vars(cfg.data.build).items() if v != getattr(own, k)]
+    return Path(f"data/{cfg.data.family}-{cfg.preset}" + "".join(f"-{_tag(k, v)}" for k, v in changed))
+
+
+def _tag(key: str, value) -> str:
+    if isinstance(value, bool):
+        return key.replace("_", "-") if value else "no-" + key.replace("_", "-")
+    return f"{key.replace('_', '-')}{'default' if value is None else value}"
 
 
 def short(fingerprint: str) -> str:
@@ -78,11 +91,12 @@ def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
     """Build the dataset with the preset's builder options when its directory does not exist yet."""
     path = data_dir_of(cfg)
     if not path.exists() and is_main:
-        from puzzles.build import parse_build_options  # the flags of `python -m puzzles.build`, typed
         from puzzles.builders import build_dataset
-        options = parse_build_options(cfg.data.family, cfg.data.build, where="data.build")
-        print(f"building dataset: python -m puzzles.build {cfg.data.family} --out {shlex.quote(str(path))} "
-              f"{cfg.data.build}".rstrip(), flush=True)
+        options = cfg.data.build.options(cfg.data.family)
+        flags = "".join(f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                        for k, v in cfg.data.build.given().items() if v is not False)
+        print(f"building dataset: python -m puzzles.build {cfg.data.family} --out {shlex.quote(str(path))}{flags}",
+              flush=True)
         print(build_dataset(cfg.data.family, path, options).summary())
     return path
 

@@ -56,35 +56,43 @@ def examples(split: Split, rows: np.ndarray) -> dict[str, np.ndarray]:
     return {"index": rows.astype(np.int64), "inputs": inputs, "labels": labels, "puzzle_identifiers": ids}
 
 
-def run_engine(model, res: dict, cfg: EvalConfig, slots: int, device, family: str, info: dict) -> dict:
-    """Every example of `res` through the engine: adds preds, q_halt (logit), steps, halt_steps,
-    the step trace of the first `cfg.save_predictions` examples and, with several trajectories, the
-    per-rule exact counts (sample_sums)."""
+# The evaluation record: one dict of numpy arrays, named and laid out as predictions.npz stores them.
+# Per example (N, ...): index, inputs, labels, puzzle_identifiers, preds, steps (the step at which the
+# halting head first said stop), steps_run, q_halt_logit (the halting logit of the answer given).
+# The trace of the first `eval.save_predictions` examples (M of them), step-major (T, M, ...):
+# step_preds (the answer after every supervision step) and q_halt (its halting probability).
+TRACE = ("step_preds", "q_halt")
+
+
+def run_engine(model, res: dict, cfg: EvalConfig, slots: int, device, family: str,
+               info: dict) -> tuple[dict, dict[str, float]]:
+    """Every example of `res` through the engine: the evaluation record (above) and, with several
+    trajectories, the per-rule exact counts (sums)."""
     inputs, labels, rows = res["inputs"], res["labels"], res["index"]
     noise = cfg.noise if cfg.diversity != "aug" else 0.0
     engine = Engine(model, mode=cfg.mode, slots=slots, device=device, threshold=cfg.threshold or None, noise=noise)
     s = sample(engine, inputs, res["puzzle_identifiers"], cfg.samples, cfg.diversity, family, info, cfg.seed,
                keys=rows, record=rows < cfg.save_predictions)  # seeded by the example's index: any rank count
-    out = {"sample_sums": {}}
+    sample_sums: dict[str, float] = {}
     if cfg.samples == 1:
         choice, halt_steps, freeze = np.zeros(len(rows), dtype=np.int64), s.halt_steps[:, 0], s.steps[:, 0]
     else:
         checker = (lambda x, p: valid_solution(family, info, x, p)) if has_checker(family, info) else None
         hits = rule_hits(s, labels, IGNORE, inputs, checker)
-        out["sample_sums"] = {f"exact_{k.replace('-', '_')}": float(v.sum()) for k, v in hits.items()}
-        out["sample_sums"]["steps_all"] = float(s.steps.sum())
+        sample_sums = {f"exact_{k.replace('-', '_')}": float(v.sum()) for k, v in hits.items()}
+        sample_sums["steps_all"] = float(s.steps.sum())
         choice = select(s, cfg.select, inputs, checker)
-        # halt_steps: the chosen trajectory's steps; the pictures show the plain pass stopped where
-        # its halting head said stop (in fixed mode too)
+        # steps: the chosen trajectory's steps; the pictures show the plain pass stopped where its
+        # halting head said stop (in fixed mode too)
         halt_steps, freeze = s.steps[np.arange(len(rows)), choice], s.halt_steps[:, 0]
     picked = np.arange(len(rows))
-    out |= {"preds": s.preds[picked, choice], "q_halt": s.q_halt_logit[picked, choice],
-            "steps": s.steps[picked, choice], "halt_steps": halt_steps}
     step_preds, step_q = s.trace_preds.copy(), s.trace_q.copy()
     for m, k in enumerate(freeze[rows < cfg.save_predictions]):  # after it stopped: its answer then
         step_preds[m, k:], step_q[m, k:] = step_preds[m, k - 1], step_q[m, k - 1]
-    out["step_preds"], out["step_q"] = step_preds.transpose(1, 0, 2), step_q.T  # (T, M, ...): the file's layout
-    return res | out
+    record = res | {"preds": s.preds[picked, choice], "q_halt_logit": s.q_halt_logit[picked, choice],
+                    "steps": halt_steps.astype(np.int32), "steps_run": s.steps[picked, choice].astype(np.int32),
+                    "step_preds": step_preds.transpose(1, 0, 2), "q_halt": step_q.T.astype(np.float32)}
+    return record, sample_sums
 
 
 def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path, out_dir: Path | None,
@@ -96,38 +104,47 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
     except ValueError as err:
         raise TrainError(f"eval.{err}") from None
     rows = shard(split, batch_size, cfg.max_examples, system)
-    res = run_engine(model, examples(split, rows), cfg, batch_size // system.world_size, system.device, family, info)
-    metrics = reduce(score(res, family, info) | res.pop("sample_sums"), system)
+    record, sample_sums = run_engine(model, examples(split, rows), cfg, batch_size // system.world_size,
+                                     system.device, family, info)
+    metrics = reduce(score(record, family, info) | sample_sums, system)
     if family == "arc" and split.name == "test":  # test_puzzles.json describes the test split only
-        metrics |= arc_vote(res, data_dir, out_dir, system)
-    kept = gather_first(res, cfg.save_predictions, system)  # collective: every rank takes part
+        metrics |= arc_vote(record, data_dir, out_dir, system)
+    kept = gather_first(record, cfg.save_predictions, system)  # collective: every rank takes part
     if out_dir is not None and system.is_main:
         write_predictions(out_dir, kept, family, info, data_dir, split.name, metrics)
     return metrics
 
 
-def gather_first(res: dict, n: int, system) -> dict:
+def _first(record: dict, n: int | np.ndarray) -> dict:
+    """The record's rows `n` (a count: the first n; an array: those rows): per-example arrays on
+    axis 0, the trace on axis 1."""
+    pick = slice(None, n) if isinstance(n, int) else n
+    return {k: v[:, pick] if k in TRACE else v[pick] for k, v in record.items()}
+
+
+def gather_first(record: dict, n: int, system) -> dict:
     """The first `n` examples (by index) of the whole split, from every rank (each holds its rows in
     index order, so its first n hold its share of the global first n)."""
-    part = {k: v[:, :n] if k.startswith("step_") else v[:n] for k, v in res.items()}
+    part = _first(record, n)
     if not system.distributed:
         return part
     parts = collectives.gather_objects(part)
-    merged = {k: np.concatenate([p[k] for p in parts], axis=1 if k.startswith("step_") else 0) for k in part}
-    order = np.argsort(merged["index"], kind="stable")[:n]
-    return {k: v[:, order] if k.startswith("step_") else v[order] for k, v in merged.items()}
+    merged = {k: np.concatenate([p[k] for p in parts], axis=1 if k in TRACE else 0) for k in part}
+    return _first(merged, np.argsort(merged["index"], kind="stable")[:n])
 
 
-def write_predictions(out_dir: Path, res: dict, family: str, info: dict, data_dir: Path,
+# predictions.npz: the record but q_halt_logit; labels in the dataset's token space (0 = ignore)
+SAVED = ("inputs", "labels", "preds", "step_preds", "q_halt", "steps", "steps_run", "puzzle_identifiers", "index")
+
+
+def write_predictions(out_dir: Path, record: dict, family: str, info: dict, data_dir: Path,
                       split: str, metrics: dict) -> None:
-    """predictions.npz (dataset token space, labels 0 = ignore), meta.json and metrics.json."""
+    """predictions.npz, meta.json and metrics.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "predictions.npz", lambda f: np.savez_compressed(
-                        f, inputs=res["inputs"], labels=np.where(res["labels"] == IGNORE, 0, res["labels"]),
-                        preds=res["preds"], step_preds=res["step_preds"], q_halt=res["step_q"].astype(np.float32),
-                        steps=res["halt_steps"].astype(np.int32), steps_run=res["steps"].astype(np.int32),
-                        puzzle_identifiers=res["puzzle_identifiers"].astype(np.int32), index=res["index"]))
+    arrays = {k: record[k] for k in SAVED} | {"labels": np.where(record["labels"] == IGNORE, 0, record["labels"]),
+                                             "puzzle_identifiers": record["puzzle_identifiers"].astype(np.int32)}
+    atomic_write(out_dir / "predictions.npz", lambda f: np.savez_compressed(f, **arrays))
     _atomic_json(out_dir / "meta.json", {"family": family, **info, "dataset": str(Path(data_dir).resolve()),
                                          "split": split, "metrics": metrics})
     _atomic_json(out_dir / "metrics.json", metrics)

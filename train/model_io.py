@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from models import ArchConfig, DataShape, HaltingModel, ModelConfig, build_model
+from puzzles.errors import PuzzleError
 
 from .checkpoint import ema_shadow, load_checkpoint, use_ema_weights
-from .config import TrainConfig
+from .config import BuildConfig, TrainConfig
 from .errors import ConfigError, TrainError
 from .overrides import config_from_dict, config_to_dict
 from .run import CHECKPOINT
@@ -59,8 +60,12 @@ def config_from_checkpoint(payload: dict) -> TrainConfig:
         stored = dict(payload["config"])
         if isinstance(stored.get("arch"), dict):
             stored["arch"] = {k: v for k, v in stored["arch"].items() if k not in _OLD_ARCH_KEYS}
+        data = stored.get("data")
+        if isinstance(data, dict) and isinstance(data.get("build"), str):  # older: a command string
+            stored["data"] = data | {"build": config_to_dict(
+                BuildConfig.from_text(data.get("family", "sudoku"), data["build"]))}
         return config_from_dict(TrainConfig, stored)
-    except (KeyError, ConfigError, TypeError, ValueError) as err:
+    except (KeyError, ConfigError, PuzzleError, TypeError, ValueError) as err:
         raise TrainError(f"checkpoint holds no usable config ({err})") from None
 
 

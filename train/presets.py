@@ -14,7 +14,7 @@ from typing import Callable
 
 from models import ArchConfig
 
-from .config import ATTENTION, MODEL_NAMES, DataConfig, EvalConfig, OptimConfig, SystemConfig, TrainConfig
+from .config import ATTENTION, MODEL_NAMES, BuildConfig, DataConfig, EvalConfig, OptimConfig, SystemConfig, TrainConfig
 
 ALL = MODEL_NAMES
 FAMILIES_ALL = ("sudoku", "maze", "arc")
@@ -52,7 +52,7 @@ def paper(family: str, model: str) -> TrainConfig:
         optim = OptimConfig(epochs=50000, lr=1e-4, puzzle_emb_lr=1e-4, weight_decay=1.0,
                             puzzle_emb_weight_decay=1.0, ema=True)
         ev = EvalConfig(interval=5000)
-    return TrainConfig(model=model, preset="paper", data=DataConfig(family=family, build="--preset paper"),
+    return TrainConfig(model=model, preset="paper", data=DataConfig(family=family, build=BuildConfig(preset="paper")),
                        arch=arch, optim=optim, eval=ev)
 
 
@@ -139,7 +139,7 @@ def quick(family: str, model: str) -> TrainConfig:
             arch = dataclasses.replace(arch, **row.arch)
             optim = dataclasses.replace(optim, **row.optim)
             ev = dataclasses.replace(ev, **row.eval)
-    build = "--preset quick" if family in ("maze", "arc") else "--preset cpu"
+    build = BuildConfig(preset="quick" if family in ("maze", "arc") else "cpu")
     return TrainConfig(model=model, preset="quick", data=DataConfig(family=family, build=build),
                        arch=arch, optim=optim, eval=ev, system=SystemConfig(checkpoint_interval=200))
 

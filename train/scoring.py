@@ -33,10 +33,10 @@ def score(res: dict, family: str, info: dict) -> dict[str, float]:
     counted = n > 0
     correct = (mask & (preds == labels)).sum(-1)
     exact = counted & (correct == n)
-    q_right = counted & ((res["q_halt"] >= 0) == exact)
+    q_right = counted & ((res["q_halt_logit"] >= 0) == exact)
     sums = {"count": float(counted.sum()), "accuracy": float((correct / np.maximum(n, 1))[counted].sum()),
             "exact_accuracy": float(exact.sum()), "q_halt_accuracy": float(q_right.sum()),
-            "steps": float(res["steps"][counted].sum()), "halt_steps": float(res["halt_steps"][counted].sum())}
+            "steps": float(res["steps_run"][counted].sum()), "halt_steps": float(res["steps"][counted].sum())}
     if family in CHECKED:
         sums["valid_solution"] = float(valid_solution(family, info, res["inputs"], preds)[counted].sum())
     return sums
@@ -65,7 +65,7 @@ def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[st
     # The raw predictions: the voter crops each one itself (masking with the labels would leak
     # the true answer's shape into the prediction).
     voter.add(res["puzzle_identifiers"], res["inputs"], res["preds"],
-              1.0 / (1.0 + np.exp(-res["q_halt"].astype(np.float64))))
+              1.0 / (1.0 + np.exp(-res["q_halt_logit"].astype(np.float64))))
     if system.distributed:
         states = collectives.gather_objects(voter.state())
         for i, state in enumerate(states):
