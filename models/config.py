@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import torch
 
@@ -31,6 +32,7 @@ ATTN_BIASES = ("none", "pairwise")
 SHARE_ORDERS = ("sequence", "cycle", "cycle_rev")  # Takase & Kiyono 2021 (models/share.py)
 MOR_ROUTERS = ("expert", "token", "oracle", "random")  # models/mor.py
 MOR_ATTENDS = ("active", "all")
+PUZZLE_EMB_KEYINGS = ("per_copy", "per_task")  # models/embedding.py
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -45,6 +47,7 @@ class DataShape:
     seq_len: int  # S: tokens per example (81 for 9x9 Sudoku, 900 for ARC)
     vocab_size: int  # V
     num_puzzle_identifiers: int = 1  # rows of the puzzle-embedding table
+    num_puzzle_tasks: int = 0  # tasks behind the identifiers (ARC; per_task keying); 0 = not known
 
 
 @dataclass
@@ -53,6 +56,9 @@ class ArchConfig:
 
     puzzle_emb_ndim: int = 0  # width of one puzzle vector; 0 = no puzzle embedding
     puzzle_emb_len: int = 0  # P, prefix positions; 0 = derive ceil(puzzle_emb_ndim / hidden_size)
+    # per_copy: one vector per puzzle identifier (each augmented copy; the reference); per_task: one
+    # per task plus codes of the copy's dihedral transform and colour map (models/embedding.py)
+    puzzle_emb_keying: Literal["per_copy", "per_task"] = "per_copy"
     hidden_size: int = 512  # D
     num_heads: int = 8
     expansion: float = 4.0  # SwiGLU width factor (before the reference's 2/3 and rounding to 256)
@@ -129,6 +135,10 @@ class ArchConfig:
             raise bad("halt_exploration_prob", "must be a probability in [0, 1]")
         if not 0 < self.rms_norm_eps < math.inf:
             raise bad("rms_norm_eps", "must be positive and finite")
+        if self.puzzle_emb_keying not in PUZZLE_EMB_KEYINGS:
+            raise bad("puzzle_emb_keying", f"must be one of {PUZZLE_EMB_KEYINGS}")
+        if self.puzzle_emb_keying == "per_task" and not self.puzzle_emb_ndim:
+            raise bad("puzzle_emb_keying", "there is no puzzle embedding to key (puzzle_emb_ndim=0)")
         if self.puzzle_emb_len and self.puzzle_emb_len * self.hidden_size < self.puzzle_emb_ndim:
             raise bad("puzzle_emb_len", f"{self.puzzle_emb_len} prefix positions x hidden_size "
                                         f"{self.hidden_size} cannot hold puzzle_emb_ndim={self.puzzle_emb_ndim}")
@@ -187,6 +197,7 @@ class ModelConfig(ArchConfig):
     seq_len: int = field(kw_only=True)  # DataShape.seq_len
     vocab_size: int = field(kw_only=True)  # DataShape.vocab_size
     num_puzzle_identifiers: int = field(default=1, kw_only=True)  # DataShape.num_puzzle_identifiers
+    num_puzzle_tasks: int = field(default=0, kw_only=True)  # DataShape.num_puzzle_tasks
     forward_dtype: str = field(default="bfloat16", kw_only=True)  # compute dtype; weights always stay float32
 
     @classmethod
@@ -195,7 +206,7 @@ class ModelConfig(ArchConfig):
         on a sequence that is not a grid)."""
         return cls(**{f.name: getattr(arch, f.name) for f in fields(ArchConfig)},
                    seq_len=shape.seq_len, vocab_size=shape.vocab_size,
-                   num_puzzle_identifiers=shape.num_puzzle_identifiers,
+                   num_puzzle_identifiers=shape.num_puzzle_identifiers, num_puzzle_tasks=shape.num_puzzle_tasks,
                    forward_dtype=dtype if isinstance(dtype, str) else dtype_name(dtype))
 
     @property
@@ -204,7 +215,7 @@ class ModelConfig(ArchConfig):
 
     @property
     def shape(self) -> DataShape:
-        return DataShape(self.seq_len, self.vocab_size, self.num_puzzle_identifiers)
+        return DataShape(self.seq_len, self.vocab_size, self.num_puzzle_identifiers, self.num_puzzle_tasks)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -213,15 +224,19 @@ class ModelConfig(ArchConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "must be a positive integer")
-        value = self.num_puzzle_identifiers
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad("num_puzzle_identifiers", "must be a non-negative integer")
+        for name in ("num_puzzle_identifiers", "num_puzzle_tasks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "must be a non-negative integer")
         if self.forward_dtype not in FORWARD_DTYPES:
             raise bad("forward_dtype", f"must be one of {tuple(FORWARD_DTYPES)}")
         if self.pos_encodings.endswith("2d") or self.ffn_conv:
             self.grid_shape  # raises if seq_len is not a grid
         if self.puzzle_emb_ndim > 0 and self.num_puzzle_identifiers < 1:
             raise bad("num_puzzle_identifiers", "must be >= 1 when puzzle_emb_ndim > 0")
+        if self.puzzle_emb_keying == "per_task" and self.num_puzzle_tasks < 1:
+            raise bad("num_puzzle_tasks", "puzzle_emb_keying='per_task' needs a dataset whose identifiers name "
+                                          "each copy's task and augmentation (ARC)")
 
     @property
     def total_len(self) -> int:

@@ -211,6 +211,32 @@ class Split:
                 "puzzle_indices": self.puzzle_indices, "group_indices": self.group_indices}
 
 
+class SplitRows:
+    """Fixed example rows of a split, read as a split of their own (each row its own puzzle, keeping
+    its identifier): what an evaluation reads (meta, name, len, examples, the index arrays), so a
+    bounded sample of the train split can be scored like the test split."""
+
+    def __init__(self, split: Split, rows: np.ndarray):
+        self.split, self.rows = split, np.asarray(rows, dtype=np.int64).reshape(-1)
+        self.root, self.name, self.meta = split.root, split.name, split.meta
+        per_row = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))
+        self.puzzle_identifiers = per_row[self.rows].astype(np.int32)
+        self.puzzle_indices = self.group_indices = np.arange(len(self.rows) + 1, dtype=np.int32)
+
+    @classmethod
+    def spread(cls, split: Split, n: int) -> "SplitRows":
+        """`n` rows spaced evenly over the whole split (all rows when it has fewer): the same rows on
+        every call, and every part of the split (every task, for ARC) represented."""
+        rows = np.unique(np.linspace(0, len(split) - 1, min(n, len(split))).round().astype(np.int64))
+        return cls(split, rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def examples(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        return self.split.examples(self.rows[rows])
+
+
 def load_split(root: str | os.PathLike, split: str) -> Split:
     """Open `<root>/<split>` (e.g. "train", "test"); raises PuzzleError if it is not a dataset."""
     return Split(root, split)

