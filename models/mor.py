@@ -88,6 +88,9 @@ class MoRCore(nn.Module):
         super().__init__()
         if config.mlp_t:
             raise ValueError("ModelConfig.mlp_t=True: mor routes cells through attention; use mlp_t=False")
+        if config.ffn_conv:  # a routed block sees only its kept cells, not the grid a convolution needs
+            raise ValueError(f"ffn_conv={config.ffn_conv}: mor passes only the routed cells through a block, so "
+                             f"there is no grid to convolve; use ffn_conv=0")
         self.config = config
         self.L_level = ReasoningModule(config.L_layers, config)
         learned = config.mor_router in ("expert", "token")

@@ -4,6 +4,7 @@ Run: python -m pytest -q tests/test_quick_sets.py
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from puzzles.build import make_parser, options_from_args, parse_build_options
 from puzzles.build_options import resolve
 from puzzles.dataset import grid_spec, load_split, write_dataset
 from puzzles.errors import PuzzleError
+from train.config import MODEL_NAMES
 from train.presets import PRESETS
 
 from .test_build import ROOT, build, ok, refused
@@ -52,7 +54,7 @@ def test_build_presets_resolve_and_trainer_uses_them(family):
 
 
 @pytest.mark.parametrize("family,side,vocab", [("maze", 11, 6), ("arc", 10, 12)])
-@pytest.mark.parametrize("model", ["hrm", "trm", "trm-mlp", "transformer"])
+@pytest.mark.parametrize("model", MODEL_NAMES)
 def test_quick_models_run_on_the_quick_grids(family, side, vocab, model):
     """Every model of the maze/ARC quick presets trains one step on its quick set's sequence shape."""
     import torch
@@ -70,6 +72,14 @@ def test_quick_models_run_on_the_quick_grids(family, side, vocab, model):
     loss.backward()
     assert outputs["logits"].shape == (2, side * side, vocab) and torch.isfinite(loss)
     assert all(p.grad is not None for n, p in net.named_parameters() if "conv" in n)
+
+
+def test_mor_refuses_a_grid_convolution_in_one_line(tmp_path):
+    """MoR routes only some cells through a block: no grid for ffn_conv, said before anything runs."""
+    from models import DataShape, build_model
+    arch = dataclasses.replace(PRESETS["quick"]("maze", "mor").arch, ffn_conv=3)
+    with pytest.raises(ValueError, match="ffn_conv=3: mor passes only the routed cells"):
+        build_model("mor", arch, DataShape(seq_len=121, vocab_size=6), "float32")
 
 
 def test_quick_maze_generator_honours_the_preset():

@@ -120,6 +120,8 @@ QUICK: tuple[Row, ...] = (
     Row(("arc",), ATTENTION, "translation augmentation moves grids around the canvas, so relative 2-D "
         "positions suit it (docs/maze_arc.md)", arch=dict(pos_encodings="rope2d", ffn_conv=3)),
     Row(("arc",), NOT_HRM, "lr 2e-3 diverges with attention (docs/ablation.md)", optim=dict(lr=7e-4)),
+    Row(("maze", "arc"), ("mor",), "a routed block sees only its kept cells, not the grid the feed-forward "
+        "convolution needs", arch=dict(ffn_conv=0)),
 )
 
 
