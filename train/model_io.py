@@ -124,11 +124,12 @@ def load_run(path: str | os.PathLike, ema: bool | None = None, dtype: str | torc
 
 
 def load_for_inference(path: str | os.PathLike, ema: bool | None = None, device: str = "auto",
-                       dtype: str = "auto") -> tuple[Run, System]:
+                       dtype: str = "auto", payload: dict | None = None) -> tuple[Run, System]:
     """`load_run` on the device and in the compute dtype `setup_system` picks on this machine for
-    the model's width (a checkpoint trained in bf16 runs in float32 on a CPU without bf16)."""
+    the model's width (a checkpoint trained in bf16 runs in float32 on a CPU without bf16).
+    `payload`: the checkpoint already read from `path`."""
     path = Path(path)
-    payload = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
+    payload = load_checkpoint(path / CHECKPOINT if path.is_dir() else path) if payload is None else payload
     width = stored_model(payload, path)[1].hidden_size
     system = setup_system(device=device, dtype=dtype, compile="off", verbose=False, width=width)
     run = load_run(path, ema, system.dtype, payload=payload)

