@@ -7,8 +7,11 @@
     python -m bench.train_step --config Q --batch 64 --arch H_cycles=2   # a variant of a config
 
 A step is exactly the trainer's (`train.step.TrainStep`): one supervision step forward with the
-carry kept across steps, scaled backward, sparse sign-SGD + AdamATan2, zero-grad. Batches are
-random Sudoku-like grids (tokens 1..10 over 81 cells, 8 puzzle identifiers); no dataset needed.
+carry kept across steps, scaled backward, the non-finite guard, AdamATan2 + sparse sign-SGD, EMA,
+zero-grad. Beside it, alternating step by step so machine load hits both alike, the bare model
+step (the same forward and backward, nothing else): `overhead` is the share of the trainer's step
+spent around the model. Batches are random Sudoku-like grids (tokens 1..10 over 81 cells, 8
+puzzle identifiers); no dataset needed.
 
 FLOPs per step are analytical: the matmul FLOPs (2 * m * n * k) of every net call of one
 supervision step, attention scores and values included, heads included, counted x3 for the calls
@@ -136,7 +139,8 @@ def random_batches(bench: BenchConfig, count: int, seed: int = 0,
 
 
 def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 5, warmup: int = 2,
-            seed: int = 0, device: str = "cpu", batch: int = 0, arch: dict | None = None) -> dict:
+            seed: int = 0, device: str = "cpu", batch: int = 0, arch: dict | None = None,
+            sync_free: bool = False) -> dict:
     """Time `steps` trainer steps of config `name` after `warmup` steps; returns the figures."""
     from train.config import OptimConfig  # trainer imports stay out of the module import path
     from train.step import TrainStep
@@ -151,8 +155,8 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
     model = build_model(bench.model, ArchConfig(**bench.arch), bench.shape,
                         "bfloat16" if dtype == "bf16" else "float32").to(dev)
     cfg = model.config
-    trainer = TrainStep(model, OptimConfig(global_batch_size=bench.batch, lr_warmup_steps=10),
-                        total_steps=10_000, compile=compile)
+    opt = OptimConfig(global_batch_size=bench.batch, lr_warmup_steps=10, ema=True, ema_rate=0.99)  # quick preset
+    trainer = TrainStep(model, opt, total_steps=10_000, compile=compile, sync_free=sync_free)
     batches = random_batches(bench, 4, seed, dev)
     carry = model.initial_carry(batches[0])
     from torch._dynamo.utils import counters
@@ -167,13 +171,19 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
             graphs_after_first = counters["stats"]["unique_graphs"]
     _sync(dev)
     warm_s = time.perf_counter() - t0
-    times, sums = [], {}
+    times, bare, sums, bare_carry = [], [], {}, carry
     for i in range(steps):
         t = time.perf_counter()
         result = trainer(carry, batches[i % len(batches)], warmup + i + 1)
         _sync(dev)
         times.append(time.perf_counter() - t)
         carry = result.carry
+        t = time.perf_counter()  # the bare model step: forward + backward only
+        bare_carry, loss, *_ = trainer.forward(bare_carry, batches[(i + 1) % len(batches)])
+        (loss / bench.batch).backward()
+        _sync(dev)
+        bare.append(time.perf_counter() - t)
+        model.zero_grad(set_to_none=True)
         for k, v in result.metrics.items():  # the variants' per-row statistics (mean_*)
             if k.startswith("mean_"):
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -188,22 +198,25 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
     median = statistics.median(times)
     return {"config": name, "device": str(dev), "model": bench.model, "dtype": dtype, "compile": compile, "batch": bench.batch,
             "steps": steps, "warmup_s": round(warm_s, 2), "median_s": median, "min_s": min(times),
+            "bare_s": statistics.median(bare), "overhead": 1.0 - statistics.median(bare) / median,
             "tokens_per_s": bench.batch * bench.seq_len / median, "gflop_per_step": flops / 1e9,
             "tflops": flops / median / 1e12, "peak_tflops": peak / 1e12,
             "utilisation": flops / median / peak, "load": os.getloadavg()[0],
-            "threads": torch.get_num_threads(), **compile_stats}
+            "threads": torch.get_num_threads(), "sync_free": sync_free, **compile_stats}
 
 
 def format_row(r: dict) -> str:
     mode = f"{r['dtype']}-{'compiled' if r['compile'] else 'eager'}"
-    return (f"{r['config']:>2} {mode:<14} {r['median_s']:8.3f} {r['min_s']:8.3f} {r['tokens_per_s']:9.0f} "
+    return (f"{r['config']:>2} {mode:<14} {r['median_s']:8.3f} {r['min_s']:8.3f} {r['bare_s']:8.3f} "
+            f"{100 * r['overhead']:7.1f}% {r['tokens_per_s']:9.0f} "
             f"{r['gflop_per_step']:8.1f} {r['tflops']:7.3f} {r['peak_tflops']:7.3f} {100 * r['utilisation']:6.1f}% "
             f"{r['warmup_s']:7.1f} {r['load']:5.2f}"
             + (f"  graphs {r['unique_graphs']} breaks {r['graph_breaks']} recompiles {r['recompiles']}"
                if r["compile"] else ""))
 
 
-HEADER = (f"{'':>2} {'mode':<14} {'median_s':>8} {'min_s':>8} {'tokens/s':>9} {'GFLOP':>8} {'TFLOP/s':>7} "
+HEADER = (f"{'':>2} {'mode':<14} {'median_s':>8} {'min_s':>8} {'bare_s':>8} {'overhead':>8} {'tokens/s':>9} "
+          f"{'GFLOP':>8} {'TFLOP/s':>7} "
           f"{'peak':>7} {'util':>7} {'warm_s':>7} {'load':>5}")
 
 
@@ -226,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0,
                    help="torch.set_num_threads (0 = torch's default). On a loaded machine 1 thread avoids "
                         "OpenMP barrier stalls that can cost 10x; say so when you quote figures")
+    p.add_argument("--sync-free", action="store_true", help="the trainer's sync-free step (system.sync_free)")
     args = p.parse_args(argv)
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
@@ -258,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c, dtype, comp in runs:
         warmup = args.warmup or (3 if comp else 2)
         r = measure(c, dtype, comp, args.steps, warmup, device=args.device, batch=args.batch,
-                    arch=arch) | {"cpu": cpu}
+                    arch=arch, sync_free=args.sync_free) | {"cpu": cpu}
         results.append(r)
         print(json.dumps(r) if args.json else format_row(r), flush=True)
     if args.all and not args.json:

@@ -44,6 +44,15 @@ def all_ranks(flag: bool, device: torch.device) -> bool:
     return _flag(flag, device, "MIN")
 
 
+def all_ranks_(flag: torch.Tensor) -> torch.Tensor:
+    """`all_ranks` for a 0-dim bool tensor, kept on the device (no host read: the sync-free step)."""
+    if not active():
+        return flag
+    t = flag.to(torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t.bool()
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True when `flag` holds on some rank (e.g. Ctrl-C reached one: all stop at the same step)."""
     return _flag(flag, device, "MAX")

@@ -205,6 +205,7 @@ class SystemConfig:
     run_dir: str = ""  # "" = runs/<family>-<model>-<preset>
     checkpoint_interval: int = 500  # steps between checkpoints (one is always written at the end)
     threads: int = 0  # > 0 sets torch's intra-op threads (CPU)
+    sync_free: bool = False  # no host read inside a step (train/step.py); bad steps counted at log lines
 
     def __post_init__(self):  # before any work: torch answers these only with a traceback, or later
         for name, low in (("checkpoint_interval", 1), ("threads", 0), ("seed", 0)):

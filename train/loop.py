@@ -9,9 +9,11 @@ and gradients are summed across ranks, so any number of processes computes the s
 Evaluation runs every `eval.interval` epochs and at the end; checkpoints are atomic and a killed
 run resumes bit-identically on CPU.
 
-Nothing lost, nothing non-finite: a step whose loss or update is not finite is skipped (TrainStep
-undoes it), so the weights are always the last finite ones and so is every checkpoint; after
+Nothing lost, nothing non-finite: a step whose loss or update is not finite is skipped (TrainStep's
+guard), so the weights are always the last finite ones and so is every checkpoint; after
 `optim.max_bad_steps` in a row the run stops, to be resumed with `--resume optim.lr=<lower>`.
+Metrics stay on the device until a log line; a sync-free step (`system.sync_free`) also leaves its
+verdict there, so bad steps are counted (and the stop decided) at log lines and checkpoints only.
 Ctrl-C or SIGTERM stops after the current step with a checkpoint there (a second one stops at once;
 SIGTERM exits with 143), and `run_dir/.lock` keeps a second trainer out of a folder in use.
 """
@@ -77,6 +79,7 @@ def run_steps(s: RunState) -> None:
                     bar.write(f"step {s.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in s.last_eval.items()
                                                              if k in ("exact_accuracy", "accuracy", "halt_steps")))
                 if collectives.any_rank(stop.requested, s.system.device) and s.step < s.total_steps:
+                    settle(s, window)
                     s.save()
                     raise stop.stopped(f"checkpoint at step {s.step} saved in {s.ckpt_path}; run the same "
                                        f"command again to continue")
@@ -101,31 +104,50 @@ def optimiser_step(s: RunState, window: MetricWindow) -> float:
         curriculum.apply_depth(s.model, curriculum.depth_at(s.stages, s.step, s.total_steps))
     result = s.trainer(s.carry, batch, s.step)
     s.carry = result.carry
-    window.add(result.metrics)
-    if result.finite:
-        s.bad_in_row, s.last_good = 0, s.step
-    else:
-        s.bad_in_row, s.bad_total = s.bad_in_row + 1, s.bad_total + 1
+    window.add(result.metrics, result.finite)
     s.elapsed += time.perf_counter() - t0
+    cfg = s.cfg
+    if (not isinstance(result.finite, torch.Tensor) or s.step % cfg.log.interval == 0 or s.step == s.total_steps
+            or s.step % cfg.system.checkpoint_interval == 0):
+        settle(s, window)
+    return result.lr
+
+
+def settle(s: RunState, window: MetricWindow) -> None:
+    """Count the verdicts of the steps since the last call (sync-free: one host read for all of
+    them); stop, with a checkpoint, when the last `optim.max_bad_steps` steps were all skipped."""
+    verdicts = window.take_verdicts()
+    for step, finite in enumerate(verdicts, s.step - len(verdicts) + 1):
+        if finite:
+            s.bad_in_row, s.last_good = 0, step
+        else:
+            s.bad_in_row, s.bad_total = s.bad_in_row + 1, s.bad_total + 1
     if s.bad_in_row >= s.cfg.optim.max_bad_steps:
         s.save()
         raise TrainError(f"{s.bad_in_row} non-finite steps in a row at step {s.step}; stopped. The checkpoint "
                          f"{s.ckpt_path} holds the last finite weights (step {s.last_good}); to continue with "
                          f"a lower lr, run the same command with --resume optim.lr=<lower>")
-    return result.lr
 
 
 class MetricWindow:
-    """Metric sums over the steps since the last log line (kept on the device until logged)."""
+    """Metric sums and step verdicts since the last log line (kept on the device until read)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0
+        self.verdicts: list[bool | torch.Tensor] = []
 
-    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+    def add(self, metrics: dict[str, torch.Tensor], finite: bool | torch.Tensor = True) -> None:
         self.sums = ({k: v.detach() + self.sums[k] for k, v in metrics.items()} if self.sums else
                      {k: v.detach().clone() for k, v in metrics.items()})
         self.steps += 1
+        self.verdicts.append(finite)
+
+    def take_verdicts(self) -> list[bool]:
+        verdicts, self.verdicts = self.verdicts, []
+        if verdicts and isinstance(verdicts[0], torch.Tensor):  # sync-free: 0-dim bool tensors
+            return torch.stack(verdicts).tolist()
+        return verdicts
 
     def take(self, global_batch_size: int) -> dict[str, float]:
         stats = reduce_metrics(self.sums, global_batch_size, self.steps)

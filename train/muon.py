@@ -24,17 +24,17 @@ exact orthogonality is not needed. Computed in float32 (the matrices are at most
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from .optim import AdamATan2, evaluate_closure
+from .guard import Bound
+from .optim import AdamATan2
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 RMS_MATCH = 0.2  # Adam's typical update RMS
+NS_BOUND = 1.25  # |entries| of NS5's output: its singular values stay in [0, 1.2025], the quintic's maximum
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
@@ -81,43 +81,41 @@ class MuonAdamATan2(AdamATan2):
                        nesterov=nesterov, ns_steps=ns_steps)]
         super().__init__(groups, lr=lr, betas=betas, weight_decay=weight_decay)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = evaluate_closure(closure)
-        for group in self.param_groups:
+    def bounds(self, plan: list[tuple[dict, list[torch.Tensor]]]) -> list[Bound]:
+        """AdamATan2's, plus each Muon group's: |step| <= scale * NS_BOUND, the largest scale of its matrices."""
+        out = super().bounds([(g, ps) for g, ps in plan if not g.get("muon")])
+        for g, params in plan:
+            if g.get("muon") and params:
+                scale = max(g["lr"] * g["lr_scale"] * RMS_MATCH * math.sqrt(max(p.shape)) for p in params)
+                out.append(Bound([p.grad for p in params], params, 1.0 - g["lr"] * g["weight_decay"], scale * NS_BOUND))
+        return out
+
+    def apply(self, plan: list[tuple[dict, list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
+        for group, params in plan:
             if group.get("muon"):
-                self._muon_step(group)
-        with self._only_adam_groups():
-            super().step()
-        return loss
+                self._muon_step(group, params, ok)
+        super().apply([(g, ps) for g, ps in plan if not g.get("muon")], ok)
 
-    @contextlib.contextmanager
-    def _only_adam_groups(self) -> Iterator[None]:
-        """AdamATan2.step walks `self.param_groups`: show it the Adam groups only."""
-        groups = self.param_groups
-        self.param_groups = [g for g in groups if not g.get("muon")]
-        try:
-            yield
-        finally:
-            self.param_groups = groups
-
-    def _muon_step(self, group: dict) -> None:
+    def _muon_step(self, group: dict, params: list[torch.Tensor], ok: torch.Tensor | None) -> None:
+        """`ok` (sync-free): a skipped step keeps the momentum (x 1 + 0) and the weight (x 1 - 0)."""
         lr, mu = group["lr"], group["momentum"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            g = p.grad.float()
+        for p in params:
+            g = p.grad.float() if ok is None else torch.where(ok, p.grad, 0).float()
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float32)
             if state["momentum_buffer"].dtype != torch.float32:  # load_state_dict casts to the param dtype
                 state["momentum_buffer"] = state["momentum_buffer"].float()
             buf = state["momentum_buffer"]
-            buf.mul_(mu).add_(g)
+            buf.mul_(mu if ok is None else torch.where(ok, mu, 1.0)).add_(g)
             u = g.add(buf, alpha=mu) if group["nesterov"] else buf
             update = newton_schulz(u, group["ns_steps"])
             scale = lr * group["lr_scale"] * RMS_MATCH * math.sqrt(max(p.shape))
             p32 = p.float()  # `p` itself for float32 weights
-            p32.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-scale)
+            if ok is None:
+                p32.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-scale)
+            else:  # float64 coefficients: an lr the guard refused must not overflow a float32 scalar
+                k = ok.double()
+                p32.mul_(1.0 - lr * group["weight_decay"] * k).sub_(update * (scale * k))
             if p32 is not p:
                 p.copy_(p32)

@@ -1,12 +1,16 @@
 """Optimisers, learning-rate schedule and weight EMA used by the trainer (reference section 4.9/4.10).
 
 - `AdamATan2`: Adam with `atan2` instead of `m / (sqrt(v) + eps)` (no epsilon), decoupled weight
-  decay on every parameter. Pure PyTorch (vectorised with `torch._foreach_*`), so it runs on CPU,
-  CUDA and MPS without the reference's CUDA extension; same rule as the `adam-atan2` 0.0.3 kernel.
+  decay on every parameter. Pure PyTorch (`torch._foreach_*`: one call per operation for all the
+  parameters), so it runs on CPU, CUDA and MPS without the reference's CUDA extension; same rule as
+  the `adam-atan2` 0.0.3 kernel. A step that would write a non-finite value is skipped (train/guard.py).
 - `SparseSignSGD`: sign-SGD with weight decay for the sparse puzzle-embedding table; only the rows
   of the ids in the (global) batch move.
 - `lr_at`: linear warm-up then cosine decay to `min_ratio * base_lr`.
 - `EMA`: exponential moving average of the parameters, for evaluation.
+
+Each update also has a masked form for the sync-free step (train/step.py): `ok`, a 0-dim bool on the
+device, zeroes the coefficients (and gradients) of a skipped step, so every tensor keeps its value.
 
 Check against the reference numbers with `python -m pytest -q tests/test_optim.py`.
 """
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from . import collectives
+from .guard import Bound, stays_finite
 
 
 def evaluate_closure(closure):
@@ -38,48 +43,69 @@ class AdamATan2(torch.optim.Optimizer):
         p -= (lr / bc1) * atan2(m, sqrt(v) / sqrt(bc2))
 
     State (m, v) and the maths are float32 whatever the parameter dtype.
+
+    `step()` first decides, with one fused reduction over the gradients and parameters and the
+    bounds in `guard_also` (updates made beside it: the trainer's loss and puzzle rows), whether
+    the update stays finite; if not it changes nothing (no state made, no step counted) and
+    `applied` is False. With `sync_free` the verdict stays on the device (`applied` is that
+    tensor) and the step runs masked by it; step counts then live on the device too.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 weight_decay: float = 0.1, foreach: bool | None = None):
+                 weight_decay: float = 0.1):
         if lr < 0:
             raise ValueError(f"AdamATan2: lr must be >= 0, got {lr}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"AdamATan2: betas must be in [0, 1), got {betas}")
         if weight_decay < 0:
             raise ValueError(f"AdamATan2: weight_decay must be >= 0, got {weight_decay}")
-        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, foreach=foreach)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+        self.guard_also: list[Bound] = []  # reset by each step
+        self.sync_free = False
+        self.applied: bool | torch.Tensor = True
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            # Bucket by (device, dtype, step) so each bucket is one set of foreach kernels.
-            buckets: dict[tuple, list[torch.Tensor]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdamATan2 does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
-                for k in ("exp_avg", "exp_avg_sq"):  # load_state_dict casts state to the param dtype
-                    if state[k].dtype != torch.float32:
-                        state[k] = state[k].float()
-                state["step"] += 1
-                key = (p.device, p.dtype, float(state["step"]))
-                buckets.setdefault(key, []).append(p)
-            for (_, dtype, t), params in buckets.items():
-                use_foreach = group["foreach"]
-                if use_foreach is None:
-                    use_foreach = dtype == torch.float32 and hasattr(torch, "_foreach_lerp_")
-                update = _adam_atan2_foreach if use_foreach and dtype == torch.float32 else _adam_atan2_loop
-                update(params, [self.state[p] for p in params], t, group["lr"], group["betas"], group["weight_decay"])
+        plan = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
+        if any(p.grad.is_sparse for _, params in plan for p in params):
+            raise RuntimeError("AdamATan2 does not support sparse gradients")
+        ok = collectives.all_ranks_(stays_finite(self.bounds(plan) + self.guard_also))
+        self.guard_also = []
+        self.applied = ok if self.sync_free else bool(ok)  # the host path's one read of the step
+        if self.sync_free or self.applied:
+            self.apply(plan, ok if self.sync_free else None)
         return loss
+
+    def bounds(self, plan: list[tuple[dict, list[torch.Tensor]]]) -> list[Bound]:
+        """The guard's view of each group's update: |step| <= lr / bc1 * pi <= lr / (1 - b1) * pi."""
+        return [Bound([p.grad for p in params], params, 1.0 - g["lr"] * g["weight_decay"],
+                      g["lr"] / (1.0 - g["betas"][0]) * math.pi) for g, params in plan if params]
+
+    def apply(self, plan: list[tuple[dict, list[torch.Tensor]]], ok: torch.Tensor | None) -> None:
+        for group, params in [(g, ps) for g, ps in plan if ps]:
+            states = [self._state(p) for p in params]
+            if ok is not None:
+                _adam_atan2_masked(params, states, ok, group["lr"], group["betas"], group["weight_decay"])
+            else:
+                torch._foreach_add_([s["step"] for s in states], 1.0)
+                buckets: dict[tuple, list[int]] = {}  # one set of foreach kernels per (device, step)
+                for i, (p, s) in enumerate(zip(params, states)):
+                    buckets.setdefault((p.device, float(s["step"])), []).append(i)
+                for (_, t), index in buckets.items():
+                    _adam_atan2_foreach([params[i] for i in index], [states[i] for i in index], t, group["lr"],
+                                        group["betas"], group["weight_decay"])
+
+    def _state(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+        for k in ("exp_avg", "exp_avg_sq"):  # load_state_dict casts state to the param dtype
+            if state[k].dtype != torch.float32:
+                state[k] = state[k].float()
+        return state
 
 
 def _coefficients(t: float, lr: float, betas: tuple[float, float], wd: float) -> tuple[float, float, float]:
@@ -92,9 +118,10 @@ def _adam_atan2_foreach(params: list[torch.Tensor], states: list[dict], t: float
                         betas: tuple[float, float], wd: float) -> None:
     decay, step_size, sqrt_bc2 = _coefficients(t, lr, betas, wd)
     grads = [p.grad.float() for p in params]
+    p32 = [p.float() for p in params]  # the parameters themselves when float32, float32 copies otherwise
     m = [s["exp_avg"] for s in states]
     v = [s["exp_avg_sq"] for s in states]
-    torch._foreach_mul_(params, decay)
+    torch._foreach_mul_(p32, decay)
     torch._foreach_lerp_(m, grads, 1.0 - betas[0])
     torch._foreach_lerp_(v, torch._foreach_mul(grads, grads), 1.0 - betas[1])
     denom = torch._foreach_sqrt(v)
@@ -102,21 +129,52 @@ def _adam_atan2_foreach(params: list[torch.Tensor], states: list[dict], t: float
     # There is no foreach atan2; one kernel per tensor, written into `denom` to save memory.
     for m_i, d_i in zip(m, denom):
         torch.atan2(m_i, d_i, out=d_i)
-    torch._foreach_add_(params, denom, alpha=-step_size)
+    torch._foreach_add_(p32, denom, alpha=-step_size)
+    _copy_back(params, p32)
 
 
-def _adam_atan2_loop(params: list[torch.Tensor], states: list[dict], t: float, lr: float,
-                     betas: tuple[float, float], wd: float) -> None:
-    decay, step_size, sqrt_bc2 = _coefficients(t, lr, betas, wd)
+def _adam_atan2_masked(params: list[torch.Tensor], states: list[dict], ok: torch.Tensor, lr: float,
+                       betas: tuple[float, float], wd: float) -> None:
+    """`_adam_atan2_foreach` with the step counts and the coefficients on the device, zero where not `ok`."""
+    k = ok.double()  # float64 coefficients, rounded to float32 by each op as a Python float is
     for p, s in zip(params, states):
-        g = p.grad.float()
-        p32 = p.float()  # a copy for low-precision params, `p` itself for float32
-        p32.mul_(decay)
-        s["exp_avg"].lerp_(g, 1.0 - betas[0])
-        s["exp_avg_sq"].lerp_(g * g, 1.0 - betas[1])
-        p32.add_(torch.atan2(s["exp_avg"], s["exp_avg_sq"].sqrt() / sqrt_bc2), alpha=-step_size)
-        if p32 is not p:
-            p.copy_(p32)
+        if s["step"].device != p.device:
+            s["step"] = s["step"].to(p.device)
+    steps = [s["step"] for s in states]
+    torch._foreach_add_(steps, ok.float())
+    t = torch.stack(steps).double().clamp(min=1.0)  # a skipped first step: no division by zero
+    bc1, bc2 = 1.0 - betas[0] ** t, 1.0 - betas[1] ** t
+    grads = [torch.where(ok, p.grad, 0).float() for p in params]
+    p32 = [p.float() for p in params]
+    m = [s["exp_avg"] for s in states]
+    v = [s["exp_avg_sq"] for s in states]
+    torch._foreach_mul_(p32, (1.0 - lr * wd * k).float())
+    torch._foreach_lerp_(m, grads, [((1.0 - betas[0]) * k).float()] * len(m))
+    torch._foreach_lerp_(v, torch._foreach_mul(grads, grads), [((1.0 - betas[1]) * k).float()] * len(v))
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, list(bc2.sqrt().float().unbind()))
+    for m_i, d_i in zip(m, denom):
+        torch.atan2(m_i, d_i, out=d_i)
+    torch._foreach_mul_(denom, list((-lr / bc1 * k).float().unbind()))
+    torch._foreach_add_(p32, denom)
+    _copy_back(params, p32)
+
+
+def _copy_back(params: list[torch.Tensor], p32: list[torch.Tensor]) -> None:
+    """Write float32 results into low-precision parameters (float32 ones were updated in place)."""
+    pairs = [(p, q) for p, q in zip(params, p32) if q is not p]
+    if pairs:
+        torch._foreach_copy_([p for p, _ in pairs], [q for _, q in pairs])
+
+
+def first_occurrence(ids: torch.Tensor) -> torch.Tensor:
+    """For each position of `ids`, the first position holding the same id. Fixed shapes (a stable
+    sort, then the start of each run of equal ids), so no host read, unlike `torch.unique`."""
+    order = torch.sort(ids, stable=True).indices
+    ranked = ids[order]
+    starts = torch.cat((torch.ones_like(ranked[:1], dtype=torch.bool), ranked[1:] != ranked[:-1]))
+    run_start = torch.cummax(torch.where(starts, torch.arange(len(ids), device=ids.device), 0), dim=0).values
+    return torch.empty_like(order).index_put_((order,), order[run_start])
 
 
 class SparseSignSGD:
@@ -125,9 +183,10 @@ class SparseSignSGD:
     `embedding` is any object with `.weights` (N, D) (the table, a buffer), `.local_weights` (B, D)
     (the rows used by this batch; backward fills its `.grad`) and `.local_ids` (B,). Under
     torch.distributed the rows and ids of every rank are gathered first, so all ranks apply the
-    same update. Duplicate ids have their gradients summed; then, for the ids present only,
-    `row = row * (1 - lr * wd) - lr * sign(grad)`.
-    Mirrors the `param_groups` / `zero_grad` / `state_dict` surface of a torch optimiser.
+    same update. Duplicate ids have their gradients summed (at each id's first position, in batch
+    order); then, for the ids present only, `row = row * (1 - lr * wd) - lr * sign(grad)` (every
+    copy of a duplicate computes the same row). Mirrors the `param_groups` / `zero_grad` /
+    `state_dict` surface of a torch optimiser.
     """
 
     def __init__(self, embedding: Any, lr: float = 1e-2, weight_decay: float = 0.1):
@@ -136,23 +195,33 @@ class SparseSignSGD:
         self.embedding = embedding
         self.param_groups = [dict(lr=lr, weight_decay=weight_decay)]
 
+    def bound(self) -> Bound | None:
+        """The guard's view of the next step (train/guard.py): this rank's rows and their gradients."""
+        local, group = getattr(self.embedding, "local_weights", None), self.param_groups[0]
+        return (None if local is None or local.grad is None else
+                Bound([local.grad], [local.detach()], 1.0 - group["lr"] * group["weight_decay"], group["lr"]))
+
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, ok: torch.Tensor | None = None) -> None:
+        """`ok` (sync-free): rows keep their value where it is False."""
         local = getattr(self.embedding, "local_weights", None)
         if local is None or local.grad is None:
             return  # no forward in training mode since the last zero_grad: nothing to update
         grads, ids = local.grad, self.embedding.local_ids
         # every rank has the same local batch size (global // world): plain all_gather fits
-        grads, ids = collectives.gather_cat(grads), collectives.gather_cat(ids)
+        grads, ids = collectives.gather_cat(grads), collectives.gather_cat(ids).long()
         weights = self.embedding.weights
-        unique_ids, inverse = torch.unique(ids.long(), return_inverse=True)
-        summed = torch.zeros(len(unique_ids), grads.shape[-1], dtype=torch.float32, device=grads.device)
-        summed.index_add_(0, inverse, grads.float())
+        first = first_occurrence(ids)
+        summed = torch.zeros(grads.shape, dtype=torch.float32, device=grads.device).index_add_(0, first, grads.float())
         group = self.param_groups[0]
         lr, wd = group["lr"], group["weight_decay"]
-        rows = weights[unique_ids].float()
-        rows.mul_(1.0 - lr * wd).add_(torch.sign(summed), alpha=-lr)
-        weights[unique_ids] = rows.to(weights.dtype)
+        rows, sign = weights[ids].float(), torch.sign(summed[first])
+        if ok is None:
+            weights[ids] = rows.mul_(1.0 - lr * wd).add_(sign, alpha=-lr).to(weights.dtype)
+        else:  # float64 coefficients, zero when skipped: an lr the guard refused must not overflow a scalar
+            k = ok.double()
+            new = rows.mul(1.0 - lr * wd * k).sub_(sign * (lr * k))
+            weights[ids] = torch.where(ok, new, rows).to(weights.dtype)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         local = getattr(self.embedding, "local_weights", None)
@@ -197,10 +266,14 @@ class EMA:
         return [self.shadow[n] for n in names], [params[n] for n in names]
 
     @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: nn.Module, ok: torch.Tensor | None = None) -> None:
+        """One foreach lerp for all parameters; `ok` (sync-free): a zero weight where it is False."""
         shadow, params = self._pairs(module)
-        for s, p in zip(shadow, params):
-            s.lerp_(p.detach().float(), 1.0 - self.decay)
+        params = [p.detach().float() for p in params]
+        if ok is None:
+            torch._foreach_lerp_(shadow, params, 1.0 - self.decay)
+        else:
+            torch._foreach_lerp_(shadow, params, [ok.float() * (1.0 - self.decay)] * len(shadow))
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:

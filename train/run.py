@@ -48,9 +48,10 @@ def check_run_dir(run_dir: Path) -> None:
 # Keys that may differ between a run and its resumption: how long, how often, where it runs, and
 # the optimiser's rates (after a non-finite stop, continue with a lower lr).
 RESUMABLE_CHANGES = ("optim.epochs", "optim.max_steps", "eval.", "log.", "system.checkpoint_interval",
-                     "system.threads", "system.device", "system.compile", "system.run_dir", "data.path",
-                     "data.build", "optim.lr", "optim.lr_warmup_steps", "optim.lr_min_ratio", "optim.weight_decay",
-                     "optim.puzzle_emb_lr", "optim.puzzle_emb_weight_decay", "optim.max_bad_steps")
+                     "system.threads", "system.device", "system.compile", "system.sync_free", "system.run_dir",
+                     "data.path", "data.build", "optim.lr", "optim.lr_warmup_steps", "optim.lr_min_ratio",
+                     "optim.weight_decay", "optim.puzzle_emb_lr", "optim.puzzle_emb_weight_decay",
+                     "optim.max_bad_steps")
 # Keys that never make two configs "different" for automatic resumption.
 RUNTIME_KEYS = ("log.progress", "system.threads", "system.run_dir", "system.device", "data.path")
 

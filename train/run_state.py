@@ -120,7 +120,7 @@ class RunState:
 
     def save(self) -> None:
         """The checkpoint of the current step (rank 0 writes it); never with non-finite values."""
-        if not (self.trainer.state_is_finite() and _carry_is_finite(self.carry)):  # TrainStep undoes such updates
+        if not (self.trainer.state_is_finite() and _carry_is_finite(self.carry)):  # TrainStep skips such updates
             raise TrainError(f"refusing to write non-finite weights to {self.ckpt_path} at step {self.step}")
         if self.system.is_main:
             save_checkpoint(self.ckpt_path, {
@@ -192,7 +192,7 @@ def open_run(cfg: TrainConfig, system: System, run_dir: Path, resume: bool, lock
     loader = TrainLoader(train_split, opt.global_batch_size, seed=cfg.system.seed, rank=system.rank,
                          world_size=system.world_size, pin_memory=system.device.type == "cuda")
     total_steps, eval_every = schedule(cfg, train_split)
-    trainer = TrainStep(model, opt, total_steps, compile=system.compile)
+    trainer = TrainStep(model, opt, total_steps, compile=system.compile, sync_free=cfg.system.sync_free)
     state = RunState(cfg, system, run_dir, data_dir, data, test_split, model, trainer, loader, logger=None,
                      record=model_record(cfg.model, model, dataset_grid(train_split)),
                      stages=curriculum.parse(opt.curriculum), total_steps=total_steps, eval_every=eval_every)

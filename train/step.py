@@ -1,14 +1,18 @@
 """One optimiser step of deep supervision, exactly as the trainer runs it (and the benchmarks time it).
 
 forward one supervision step (carry in, carry out) -> (loss / global_batch_size).backward() ->
-gradients summed across ranks -> non-finite loss check -> sparse sign-SGD on the puzzle rows, then
-AdamATan2, both at the scheduled lr -> EMA -> non-finite state check -> zero grads.
+gradients summed across ranks -> the guard -> AdamATan2, then sparse sign-SGD on the puzzle rows,
+both at the scheduled lr -> EMA -> zero grads.
 
-A finite loss does not make a finite update: a gradient can overflow while the loss stays finite,
-and a huge lr multiplies finite weights into inf. So after every update the weights, the puzzle
-table, Adam's moments and the EMA shadow are checked, and a non-finite update is undone from a
-copy taken just before it (into buffers kept across steps: a memory copy, far cheaper than the step). A
-skipped step also keeps the carry it was given, so nothing the trainer holds is ever non-finite.
+The guard (train/guard.py) decides before anything is written whether the update keeps every
+tensor finite: one fused reduction over the loss, the gradients, the weights and the puzzle rows,
+run inside AdamATan2's step. A step that fails it is skipped whole (it also keeps the carry it was
+given), so nothing the trainer holds is ever non-finite and nothing needs undoing: no copies.
+
+Two paths. The host path reads the verdict once per step (a bool: skipped steps do no work). The
+sync-free path (`sync_free`, `system.sync_free`; for CUDA) never reads a device value: the verdict
+stays a 0-dim bool tensor, every update runs masked by it (train/optim.py), the carry is chosen on
+the device, and `StepResult.finite` is that tensor (the loop counts bad steps at log intervals).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from models import Carry, HaltingModel
 
 from . import collectives
 from .config import OptimConfig
+from .guard import Bound, max_abs
 from .muon import MuonAdamATan2
 from .optim import EMA, AdamATan2, SparseSignSGD, lr_at
 
@@ -29,15 +34,16 @@ class StepResult:
     carry: Carry
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]
-    finite: bool  # False: the step was skipped (non-finite loss) or undone (non-finite update)
+    finite: bool | torch.Tensor  # False: the step was skipped (sync-free: a 0-dim bool tensor)
     lr: float
 
 
 class TrainStep:
     """Owns the optimisers of one model; `__call__` performs one full training step."""
 
-    def __init__(self, model: HaltingModel, opt: OptimConfig, total_steps: int, compile: bool = False):
-        self.model, self.opt, self.total_steps = model, opt, total_steps
+    def __init__(self, model: HaltingModel, opt: OptimConfig, total_steps: int, compile: bool = False,
+                 sync_free: bool = False):
+        self.model, self.opt, self.total_steps, self.sync_free = model, opt, total_steps, sync_free
         if opt.optimizer == "muon":  # Muon on the recursion's matrices, AdamATan2 on the rest (train/muon.py)
             self.adam = MuonAdamATan2(model, lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay,
                                       muon_lr=opt.muon_lr or opt.lr, momentum=opt.muon_momentum,
@@ -45,6 +51,7 @@ class TrainStep:
         else:
             self.adam = AdamATan2(model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2),
                                   weight_decay=opt.weight_decay)
+        self.adam.sync_free = sync_free
         self.sparse = (SparseSignSGD(model.puzzle_emb, lr=opt.puzzle_emb_lr, weight_decay=opt.puzzle_emb_weight_decay)
                        if model.puzzle_emb is not None else None)
         self.ema = EMA(model, opt.ema_rate) if opt.ema else None
@@ -56,43 +63,38 @@ class TrainStep:
         carry, loss, metrics, _, _ = self.forward(carry, batch)
         (loss / opt.global_batch_size).backward()
         collectives.sum_grads(self.model.parameters())
-        finite = collectives.all_ranks(bool(torch.isfinite(loss).item()), loss.device)
         lr = lr_at(step, opt.lr, opt.lr_warmup_steps, self.total_steps, opt.lr_min_ratio)
-        if finite:
-            before, had_state = self._backup(), set(self.adam.state)
+        for group in self.adam.param_groups:
+            group["lr"] = lr
+        if self.sparse is not None:
+            self.sparse.param_groups[0]["lr"] = lr_at(step, opt.puzzle_emb_lr, opt.lr_warmup_steps,
+                                                       self.total_steps, opt.lr_min_ratio)
+        # what AdamATan2 does not see itself joins its guard: the loss and the puzzle rows
+        rows = self.sparse.bound() if self.sparse is not None else None
+        self.adam.guard_also = [Bound([loss.detach()])] + ([rows] if rows is not None else [])
+        self.adam.step()
+        finite = self.adam.applied
+        if self.sync_free:
             if self.sparse is not None:
-                self.sparse.param_groups[0]["lr"] = lr_at(step, opt.puzzle_emb_lr, opt.lr_warmup_steps,
-                                                           self.total_steps, opt.lr_min_ratio)
+                self.sparse.step(finite)
+            if self.ema is not None:
+                self.ema.update(self.model, finite)
+            carry = choose(finite, carry, carry_in)
+        elif finite:
+            if self.sparse is not None:
                 self.sparse.step()
-            for group in self.adam.param_groups:
-                group["lr"] = lr
-            self.adam.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-            finite = collectives.all_ranks(self.state_is_finite(), loss.device)
-            if not finite:  # undo the update: back to the state before it
-                for param in [p for p in self.adam.state if p not in had_state]:
-                    del self.adam.state[param]  # first step: Adam made its moments during the update
-                with torch.no_grad():
-                    torch._foreach_copy_(self.state_tensors(), before)
+        else:
+            carry = carry_in
         self.adam.zero_grad(set_to_none=True)
         if self.sparse is not None:
             self.sparse.zero_grad()
-        return StepResult(carry if finite else carry_in, loss, metrics, finite, lr)
-
-    @torch.no_grad()
-    def _backup(self) -> list[torch.Tensor]:
-        """A copy of `state_tensors()` into buffers kept across steps (no allocation per step)."""
-        state = self.state_tensors()
-        if [t.shape for t in state] != [t.shape for t in getattr(self, "_copies", [])]:
-            self._copies = [torch.empty_like(t) for t in state]
-        if state:
-            torch._foreach_copy_(self._copies, state)
-        return self._copies
+        return StepResult(carry, loss, metrics, finite, lr)
 
     def state_tensors(self, counters: bool = True) -> list[torch.Tensor]:
         """Every tensor an update writes: parameters, the puzzle table, Adam's state, the EMA shadow.
-        `counters=False` leaves out Adam's step counts (kept on the CPU even when training on a GPU)."""
+        `counters=False` leaves out Adam's step counts."""
         tensors = [p.data for p in self.model.parameters()]
         if self.model.puzzle_emb is not None:
             tensors.append(self.model.puzzle_emb.weights)
@@ -104,11 +106,8 @@ class TrainStep:
 
     @torch.no_grad()
     def state_is_finite(self) -> bool:
-        """A tensor's sum is inf or NaN when any value is (or when values are so large, ~1e32,
-        that the sum overflows: weights that are broken anyway). One reduction per tensor is
-        far cheaper than an elementwise isfinite mask. Step counts are counts: never inf or NaN."""
-        sums = [t.sum() for t in self.state_tensors(counters=False) if t.is_floating_point()]
-        return bool(torch.stack(sums).sum().isfinite().item()) if sums else True
+        """Every value finite (checked before a checkpoint is written): one fused reduction."""
+        return bool(max_abs([t for t in self.state_tensors(counters=False) if t.is_floating_point()]).isfinite())
 
     # checkpoint support
     def state_dict(self) -> dict:
@@ -125,3 +124,12 @@ class TrainStep:
             self.sparse.param_groups[0]["weight_decay"] = self.opt.puzzle_emb_weight_decay
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+
+
+def choose(ok: torch.Tensor, new: Carry, old: Carry) -> Carry:
+    """`new` where `ok`, else `old`, field by field on the device (the sync-free step's carry)."""
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(ok, a, b)
+    return Carry(z_H=pick(new.z_H, old.z_H), z_L=pick(new.z_L, old.z_L), steps=pick(new.steps, old.steps),
+                 halted=pick(new.halted, old.halted),
+                 current_data={k: pick(v, old.current_data[k]) for k, v in new.current_data.items()})
