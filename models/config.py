@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-POS_ENCODINGS = ("rope", "learned", "none", "rope2d", "learned2d", "rope2d+learned2d")
+POS_ENCODINGS = ("rope", "learned", "none", "rope2d", "learned2d", "rope2d+learned2d", "rope3d")
 HALT_RULES = ("q_halt", "q_halt_vs_continue")
 GRAD_MODES = ("one_step", "last_cycle", "full")
 FORWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -48,6 +48,7 @@ class DataShape:
     vocab_size: int  # V
     num_puzzle_identifiers: int = 1  # rows of the puzzle-embedding table
     num_puzzle_tasks: int = 0  # tasks behind the identifiers (ARC; per_task keying); 0 = not known
+    grid_slots: int = 0  # grids per example in equal slots (in-context ARC: 2K + 2); 0 = not laid out in slots
 
 
 @dataclass
@@ -66,8 +67,9 @@ class ArchConfig:
     L_cycles: int = 6  # n in the TRM paper (latent updates per cycle)
     H_layers: int = 4  # blocks of HRM's H net (unused by TRM / transformer)
     L_layers: int = 2  # blocks of the L net (TRM's only net; the transformer baseline's stack)
-    pos_encodings: str = "rope"  # 'rope' | 'learned' | 'none' (1-D) | 'rope2d' | 'learned2d' | 'rope2d+learned2d'
-    grid_width: int = 0  # cells per grid row for the 2-D options and ffn_conv; 0 = square grid
+    # 'rope' | 'learned' | 'none' (1-D) | 'rope2d' | 'learned2d' | 'rope2d+learned2d' | 'rope3d' (row, column, slot)
+    pos_encodings: str = "rope"
+    grid_width: int = 0  # cells per grid row for the 2-D/3-D options and ffn_conv; 0 = square grid
     ffn_conv: int = 0  # k > 0: depthwise k x k convolution over the grid in the feed-forward block
     attn_bias: str = "none"  # 'none' | 'pairwise': a learned (P+S) x (P+S) score bias per head and layer
     mlp_t: bool = False  # TRM-MLP: replace attention by an MLP over positions (needs fixed P + S)
@@ -115,8 +117,9 @@ class ArchConfig:
         if self.mlp_t and self.rope_kind != "none":
             raise bad("pos_encodings", "mlp_t has no attention, so RoPE would be silently unused; "
                                        "use 'none' (the paper's TRM-MLP), 'learned' or 'learned2d'")
-        if self.rope_kind == "2d" and self.head_dim % 4:
-            raise bad("num_heads", f"2-D RoPE needs a head dim divisible by 4, got {self.head_dim}")
+        if self.rope_kind in ("2d", "3d") and self.head_dim % 4:
+            raise bad("num_heads", f"{self.rope_kind[0]}-D RoPE needs a head dim divisible by 4, "
+                                   f"got {self.head_dim}")
         if self.ffn_conv % 2 == 0 and self.ffn_conv:
             raise bad("ffn_conv", "must be 0 (off) or an odd kernel size (3, 5, ...)")
         if self.attn_bias not in ATTN_BIASES:
@@ -185,8 +188,9 @@ class ArchConfig:
 
     @property
     def rope_kind(self) -> str:
-        """Rotary position code in attention: 'none', '1d' (flattened sequence) or '2d' (axial)."""
-        return {"rope": "1d", "rope2d": "2d", "rope2d+learned2d": "2d"}.get(self.pos_encodings, "none")
+        """Rotary position code in attention: 'none', '1d' (flattened sequence), '2d' (axial) or '3d'
+        (axial plus the grid slot)."""
+        return {"rope": "1d", "rope2d": "2d", "rope2d+learned2d": "2d", "rope3d": "3d"}.get(self.pos_encodings, "none")
 
 
 
@@ -198,6 +202,7 @@ class ModelConfig(ArchConfig):
     vocab_size: int = field(kw_only=True)  # DataShape.vocab_size
     num_puzzle_identifiers: int = field(default=1, kw_only=True)  # DataShape.num_puzzle_identifiers
     num_puzzle_tasks: int = field(default=0, kw_only=True)  # DataShape.num_puzzle_tasks
+    grid_slots: int = field(default=0, kw_only=True)  # DataShape.grid_slots
     forward_dtype: str = field(default="bfloat16", kw_only=True)  # compute dtype; weights always stay float32
 
     @classmethod
@@ -207,6 +212,7 @@ class ModelConfig(ArchConfig):
         return cls(**{f.name: getattr(arch, f.name) for f in fields(ArchConfig)},
                    seq_len=shape.seq_len, vocab_size=shape.vocab_size,
                    num_puzzle_identifiers=shape.num_puzzle_identifiers, num_puzzle_tasks=shape.num_puzzle_tasks,
+                   grid_slots=shape.grid_slots,
                    forward_dtype=dtype if isinstance(dtype, str) else dtype_name(dtype))
 
     @property
@@ -215,7 +221,8 @@ class ModelConfig(ArchConfig):
 
     @property
     def shape(self) -> DataShape:
-        return DataShape(self.seq_len, self.vocab_size, self.num_puzzle_identifiers, self.num_puzzle_tasks)
+        return DataShape(self.seq_len, self.vocab_size, self.num_puzzle_identifiers, self.num_puzzle_tasks,
+                         self.grid_slots)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -224,14 +231,17 @@ class ModelConfig(ArchConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "must be a positive integer")
-        for name in ("num_puzzle_identifiers", "num_puzzle_tasks"):
+        for name in ("num_puzzle_identifiers", "num_puzzle_tasks", "grid_slots"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise bad(name, "must be a non-negative integer")
         if self.forward_dtype not in FORWARD_DTYPES:
             raise bad("forward_dtype", f"must be one of {tuple(FORWARD_DTYPES)}")
-        if self.pos_encodings.endswith("2d") or self.ffn_conv:
-            self.grid_shape  # raises if seq_len is not a grid
+        if self.rope_kind == "3d" and not self.grid_slots:
+            raise bad("pos_encodings", "rope3d needs a dataset laid out in grid slots (in-context ARC, built with "
+                                       "context K > 0); this one records none: use rope2d")
+        if self.pos_encodings.endswith(("2d", "3d")) or self.ffn_conv:
+            self.slot_shape  # raises if seq_len is not a grid
         if self.puzzle_emb_ndim > 0 and self.num_puzzle_identifiers < 1:
             raise bad("num_puzzle_identifiers", "must be >= 1 when puzzle_emb_ndim > 0")
         if self.puzzle_emb_keying == "per_task" and self.num_puzzle_tasks < 1:
@@ -244,14 +254,24 @@ class ModelConfig(ArchConfig):
         return self.prefix_len + self.seq_len
 
     @property
-    def grid_shape(self) -> tuple[int, int]:
-        """(rows, columns) of the puzzle grid behind the flattened seq_len tokens (row-major)."""
-        width = self.grid_width or math.isqrt(self.seq_len)
-        if width * (self.seq_len // width) != self.seq_len:
+    def slot_shape(self) -> tuple[int, int, int]:
+        """(slots, rows, columns): the flattened seq_len tokens as `grid_slots` equal grids one after
+        another (one grid when the dataset records no slots), each row-major."""
+        slots = max(self.grid_slots, 1)
+        cells = self.seq_len // slots
+        width = self.grid_width or math.isqrt(cells)
+        if slots * cells != self.seq_len or width * (cells // width) != cells:
             what = f"grid_width={self.grid_width}" if self.grid_width else "a square grid"
-            raise ValueError(f"ModelConfig.grid_width: seq_len={self.seq_len} is not {what}; "
+            raise ValueError(f"ModelConfig.grid_width: seq_len={self.seq_len} in {slots} grid slot(s) is not {what}; "
                              f"set grid_width to the number of cells per row")
-        return self.seq_len // width, width
+        return slots, cells // width, width
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the puzzle grid behind the flattened seq_len tokens (row-major); grid
+        slots are stacked top to bottom, which is the same flattening."""
+        slots, rows, cols = self.slot_shape
+        return slots * rows, cols
 
     @property
     def dtype(self) -> torch.dtype:

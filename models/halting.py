@@ -53,8 +53,13 @@ class HaltingModel(nn.Module):
         self.config = config
         dim = config.hidden_size
         self.embedding = InputEmbedding(config)
-        grid = (config.prefix_len, *config.grid_shape) if config.rope_kind == "2d" else None
-        self.rotary_emb = (RotaryEmbedding(config.head_dim, config.total_len, config.rope_theta, grid)
+        grid, slots = None, 0  # 2-D: slots stacked as one tall grid; 3-D: (row, column, slot)
+        if config.rope_kind == "2d":
+            grid = (config.prefix_len, *config.grid_shape)
+        elif config.rope_kind == "3d":
+            slots, rows, cols = config.slot_shape
+            grid = (config.prefix_len, rows, cols)
+        self.rotary_emb = (RotaryEmbedding(config.head_dim, config.total_len, config.rope_theta, grid, slots)
                            if config.rope_kind != "none" else None)
         self.core = core_cls(config)
         self.lm_head = CastedLinear(dim, config.vocab_size)

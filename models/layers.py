@@ -74,11 +74,11 @@ def swiglu_width(n: int, expansion: float) -> int:
 class SwiGLU(nn.Module):
     """down(silu(gate) * up); gate is the first half of the fused gate_up projection.
 
-    With `conv` = (kernel, prefix, rows, cols) the hidden activations of the grid cells also pass
+    With `conv` = (kernel, prefix, rows, cols, slots) the hidden activations of the grid cells also pass
     through a depthwise k x k convolution over the grid (`GridConv`), so each cell's feed-forward
     sees its neighbours (cf. the short convolution of the Universal Reasoning Model)."""
 
-    def __init__(self, n: int, expansion: float, conv: tuple[int, int, int, int] | None = None):
+    def __init__(self, n: int, expansion: float, conv: tuple[int, int, int, int, int] | None = None):
         super().__init__()
         width = swiglu_width(n, expansion)
         self.gate_up_proj = CastedLinear(n, 2 * width)
@@ -95,19 +95,22 @@ class SwiGLU(nn.Module):
 
 
 class GridConv(nn.Module):
-    """h + depthwise_conv_kxk(h) on the grid cells of (B, P + rows*cols, C); the P prefix
-    positions pass through unchanged. Zero-initialised, so a model starts as without it."""
+    """h + depthwise_conv_kxk(h) on the grid cells of (B, P + slots*rows*cols, C); the P prefix
+    positions pass through unchanged, and each grid slot (in-context ARC) is convolved on its own,
+    so no cell mixes with the edge of the grid before or after it. Zero-initialised, so a model
+    starts as without it."""
 
-    def __init__(self, channels: int, kernel: int, prefix: int, rows: int, cols: int):
+    def __init__(self, channels: int, kernel: int, prefix: int, rows: int, cols: int, slots: int = 1):
         super().__init__()
-        self.layout = (kernel, prefix, rows, cols)
+        self.layout = (kernel, prefix, rows, cols, slots)
         self.weight = nn.Parameter(torch.zeros(channels, 1, kernel, kernel))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        kernel, prefix, rows, cols = self.layout
-        grid = rearrange(h[:, prefix:], "b (r c) ch -> b ch r c", r=rows, c=cols)
+        kernel, prefix, rows, cols, slots = self.layout
+        grid = rearrange(h[:, prefix:], "b (s r c) ch -> (b s) ch r c", s=slots, r=rows, c=cols)
         mixed = F.conv2d(grid, self.weight.to(h.dtype), padding=kernel // 2, groups=grid.shape[1])
-        return torch.cat((h[:, :prefix], h[:, prefix:] + rearrange(mixed, "b ch r c -> b (r c) ch")), dim=1)
+        mixed = rearrange(mixed, "(b s) ch r c -> b (s r c) ch", s=slots)
+        return torch.cat((h[:, :prefix], h[:, prefix:] + mixed), dim=1)
 
 
 def grid_positions(prefix: int, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,14 +122,33 @@ def grid_positions(prefix: int, rows: int, cols: int) -> tuple[torch.Tensor, tor
     return torch.cat((head, cell // cols + 1)), torch.cat((head, cell % cols + 1))
 
 
+def slot_positions(prefix: int, slots: int, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column, slot) indices (P + slots*rows*cols,) of `slots` grids laid one after another:
+    row and column as `grid_positions` within each grid, the slot counted from 0, prefix positions
+    at (0, 0, 0). With one slot the rows and columns are exactly `grid_positions`."""
+    rows_, cols_ = grid_positions(0, rows, cols)
+    head = torch.zeros(prefix, dtype=torch.long)
+    slot = torch.arange(slots).repeat_interleave(rows * cols)
+    return (torch.cat((head, rows_.repeat(slots))), torch.cat((head, cols_.repeat(slots))),
+            torch.cat((head, slot)))
+
+
 class RotaryEmbedding(nn.Module):
     """cos/sin tables (T, head_dim) for split-halves RoPE; positions 0..T-1 include the prefix.
 
     With `grid` = (prefix, rows, cols), axial 2-D RoPE instead: half the rotary frequencies turn
     with the row index, half with the column index (`grid_positions`), so attention scores
-    depend on (row, column) offsets rather than on distances in the flattened sequence."""
+    depend on (row, column) offsets rather than on distances in the flattened sequence.
 
-    def __init__(self, head_dim: int, max_len: int, theta: float, grid: tuple[int, int, int] | None = None):
+    With `slots` S >= 1 as well, 3-D RoPE over (row, column, slot) of S grids of rows x cols
+    (`slot_positions`; in-context ARC): every plane's angle is the 2-D one plus slot * g, g being
+    the same frequencies in reverse order. Why so: at slot 0 it is exactly 2-D RoPE, so a single
+    grid keeps its code; a plane that turns fast with the row turns slowly with the slot and the
+    other way round, so the highest and lowest planes each read one axis while scores still depend
+    only on the (row, column, slot) offsets."""
+
+    def __init__(self, head_dim: int, max_len: int, theta: float, grid: tuple[int, int, int] | None = None,
+                 slots: int = 0):
         super().__init__()
         if grid is None:
             inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
@@ -134,8 +156,11 @@ class RotaryEmbedding(nn.Module):
         else:
             half = head_dim // 2
             inv_freq = 1.0 / (theta ** (torch.arange(0, half, 2, dtype=torch.float32) / half))
-            rows, cols = grid_positions(*grid)
+            prefix, height, width = grid
+            rows, cols, slot = slot_positions(prefix, max(slots, 1), height, width)
             angles = torch.cat((torch.outer(rows.float(), inv_freq), torch.outer(cols.float(), inv_freq)), dim=-1)
+            if slots:  # exact zeros at slot 0, so one grid is 2-D RoPE bit for bit
+                angles = angles + torch.outer(slot.float(), inv_freq.flip(0).repeat(2))
         angles = torch.cat((angles, angles), dim=-1)
         # Not persistent: recomputed on construction, so checkpoints stay free of derived tables.
         self.register_buffer("cos", angles.cos(), persistent=False)
@@ -233,7 +258,8 @@ class ReasoningModule(nn.Module):
 
     def __init__(self, num_layers: int, config) -> None:
         super().__init__()
-        conv = (config.ffn_conv, config.prefix_len, *config.grid_shape) if config.ffn_conv else None
+        slots, rows, cols = config.slot_shape if config.ffn_conv else (1, 0, 0)
+        conv = (config.ffn_conv, config.prefix_len, rows, cols, slots) if config.ffn_conv else None
         self.layers = nn.ModuleList(
             Block(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
                   mlp_t=config.mlp_t, total_len=config.total_len, conv=conv,

@@ -287,7 +287,7 @@ def build_arc(options: ArcOptions, progress: bool = True) -> Splits:
         print("tasks fitting the {0}x{0} canvas: ".format(cfg.canvas)
               + ", ".join(f"{s} {k}/{n}" for s, (k, n) in counts.items()), file=sys.stderr)
     built = build_splits(tasks, test_set_name=cfg.test_set, num_aug=cfg.aug, seed=cfg.seed,
-                         materialize=False, progress=progress, canvas=cfg.canvas)
+                         materialize=False, progress=progress, canvas=cfg.canvas, context=cfg.context)
     if built.short_groups:
         print(f"note: {len(built.short_groups)} tasks have fewer than {cfg.aug} distinct augmented copies",
               file=sys.stderr)

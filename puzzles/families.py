@@ -36,7 +36,8 @@ def families_of(meta: dict) -> tuple[str, ...]:
 
 
 def grid_spec(meta: dict) -> dict:
-    """Normalise dataset/eval metadata to {"family", "box" (sudoku), "size" (sudoku/maze), "canvas" (arc)}.
+    """Normalise dataset/eval metadata to {"family", "box" (sudoku), "size" (sudoku/maze), "canvas" (arc),
+    and for in-context ARC "context" and "slots"}.
 
     Our builders write "family"; reference datasets lack it, so infer it from vocab/seq_len.
     """
@@ -61,4 +62,6 @@ def grid_spec(meta: dict) -> dict:
         spec["size"] = int(meta.get("size") or math.isqrt(seq_len))
     elif family == "arc":  # the encoding's canvas side: 30 (reference), or a smaller one the builder chose
         spec["canvas"] = int(meta.get("canvas") or (math.isqrt(seq_len) if seq_len else 30))
+        if meta.get("context"):  # in-context layout (puzzles/arc/context.py): K pairs + query in slots
+            spec["context"], spec["slots"] = int(meta["context"]), int(meta["slots"])
     return spec

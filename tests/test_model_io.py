@@ -48,7 +48,8 @@ def test_round_trip_stores_arch_and_shape_and_rebuilds_the_same_model(tmp_path, 
     save_checkpoint(path, {"model": model.state_dict(), **model_record(name, model, GRID)})
 
     payload = load_checkpoint(path)
-    assert payload["shape"] == {"seq_len": 16, "vocab_size": 6, "num_puzzle_identifiers": 3, "num_puzzle_tasks": 0}
+    assert payload["shape"] == {"seq_len": 16, "vocab_size": 6, "num_puzzle_identifiers": 3, "num_puzzle_tasks": 0,
+                                "grid_slots": 0}
     assert "seq_len" not in payload["arch"] and payload["arch"]["hidden_size"] == 32
     assert payload["dtype"] == "float32" and payload["grid"] == GRID
     run = load_run(path)

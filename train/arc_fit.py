@@ -75,13 +75,14 @@ class NewTask:
                          torch.cat((rows[:, 1] - T, torch.zeros(copies, dtype=torch.long))),
                          torch.cat((pairs, torch.zeros(copies, NUM_COLOURS, dtype=torch.long)))]
             state["embedding.puzzle_emb.rows"] = torch.zeros(self.first_id + copies, emb.refs, dtype=torch.int32)
-            shape = DataShape(cfg.seq_len, cfg.vocab_size, self.first_id + copies, T + 1)
+            shape = DataShape(cfg.seq_len, cfg.vocab_size, self.first_id + copies, T + 1, cfg.grid_slots)
         else:
             self.init = old[1:].mean(0) if len(old) > 1 else torch.zeros_like(old[0])
             state[TABLE] = torch.cat((old, self.init.expand(copies, -1)))
             self.new_rows = torch.arange(len(old), len(old) + copies)
             self.aug_rows = torch.zeros(0, dtype=torch.long)
-            shape = DataShape(cfg.seq_len, cfg.vocab_size, self.first_id + copies, cfg.num_puzzle_tasks)
+            shape = DataShape(cfg.seq_len, cfg.vocab_size, self.first_id + copies, cfg.num_puzzle_tasks,
+                              cfg.grid_slots)
         device = next(model.parameters()).device
         self.model = build_model(name, cfg.arch, shape, cfg.forward_dtype)
         self.model.load_state_dict(state)  # per_task `rows` (zeros here) are set by `start`

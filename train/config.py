@@ -42,6 +42,7 @@ class BuildConfig:
     min_rating: int | None = None  # sudoku: minimum difficulty rating
     canvas: int | None = None  # arc: canvas side, 2..30
     fit_only: bool | None = None  # arc: only the tasks whose grids fit the canvas
+    context: int | None = None  # arc: demonstration pairs in each example's input (0 = off; puzzles/arc/context.py)
 
     def given(self) -> dict:
         """The options set (the preset always), in field order."""

@@ -102,17 +102,19 @@ def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
 
 
 def dataset_shape(split: Split) -> DataShape:
-    """What the dataset dictates to a model: sequence length, vocabulary, puzzle identifiers."""
+    """What the dataset dictates to a model: sequence length, vocabulary, puzzle identifiers, and
+    the grid slots of an in-context ARC dataset (0 for every other)."""
     meta = split.meta
     return DataShape(seq_len=int(meta["seq_len"]), vocab_size=int(meta["vocab_size"]),
-                     num_puzzle_identifiers=int(meta.get("num_puzzle_identifiers", 1)))
+                     num_puzzle_identifiers=int(meta.get("num_puzzle_identifiers", 1)),
+                     grid_slots=int(meta.get("slots", 0)))
 
 
 def check_shape(shape: DataShape, split: Split, puzzle_emb: bool = True) -> None:
     """One-line error when a dataset cannot feed a model built for `shape`. `puzzle_emb`: the
     model has a puzzle-embedding table (then the dataset may not use more identifiers than it has rows)."""
     have = dataset_shape(split)
-    for key in ("vocab_size", "seq_len"):
+    for key in ("vocab_size", "seq_len", "grid_slots"):
         if getattr(have, key) != getattr(shape, key):
             raise TrainError(f"dataset {split.root} has {key}={getattr(have, key)} but the model expects "
                              f"{getattr(shape, key)}")
@@ -145,7 +147,8 @@ def _grid_text(spec: dict) -> str:
     if "box" in spec:
         return f"{spec['size']}x{spec['size']} {spec['family']} (boxes {spec['box'][0]}x{spec['box'][1]})"
     if "canvas" in spec:
-        return f"{spec['family']} ({spec['canvas']}x{spec['canvas']} canvas)"
+        context = f", {spec['context']} demonstration pairs in context" if spec.get("context") else ""
+        return f"{spec['family']} ({spec['canvas']}x{spec['canvas']} canvas{context})"
     return f"{spec['size']}x{spec['size']} {spec['family']}" if "size" in spec else spec["family"]
 
 

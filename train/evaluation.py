@@ -108,7 +108,7 @@ def evaluate_split(model, split: Split, cfg: EvalConfig, system, data_dir: Path,
                                      system.device, family, info)
     metrics = reduce(score(record, family, info) | sample_sums, system)
     if family == "arc" and split.name == "test":  # test_puzzles.json describes the test split only
-        metrics |= arc_vote(record, data_dir, out_dir, system)
+        metrics |= arc_vote(record, data_dir, out_dir, system, info.get("slots", 0))
     kept = gather_first(record, cfg.save_predictions, system)  # collective: every rank takes part
     if out_dir is not None and system.is_main:
         write_predictions(out_dir, kept, family, info, data_dir, split.name, metrics)

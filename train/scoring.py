@@ -11,6 +11,7 @@ trajectories per puzzle, the exact counts under every selection rule (train/traj
 ARC adds changed_cell_accuracy: the accuracy on the cells whose answer differs from the input (both
 are canvas tokens; the answer's PAD cells are the ignore label), so copying the input scores 0 where
 plain accuracy rewards it for every unchanged cell; a mean over the examples that have such cells.
+On an in-context dataset (`info["slots"]`) the answer slot is compared with the query input's slot.
 """
 from __future__ import annotations
 
@@ -43,9 +44,13 @@ def score(res: dict, family: str, info: dict) -> dict[str, float]:
     if family in CHECKED:
         sums["valid_solution"] = float(valid_solution(family, info, res["inputs"], preds)[counted].sum())
     if family == "arc":  # inputs and labels are both canvas tokens; `mask` drops the answer's PAD cells
-        changed = mask & (labels != res["inputs"])
+        from puzzles.arc import query_slots
+        slots = info.get("slots", 0)
+        given = query_slots(res["inputs"], slots)[0]
+        answer, guess = (query_slots(x, slots)[1] for x in (labels, preds))
+        changed = (answer != IGNORE) & (answer != given)
         m = changed.sum(-1)
-        right = (changed & (preds == labels)).sum(-1)
+        right = (changed & (guess == answer)).sum(-1)
         sums["changed_count"] = float((m > 0).sum())
         sums["changed_cell_accuracy"] = float((right / np.maximum(m, 1))[m > 0].sum())
     return sums
@@ -66,15 +71,15 @@ def reduce(sums: dict[str, float], system) -> dict[str, float]:
     return means
 
 
-def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system) -> dict[str, float]:
+def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system, slots: int = 0) -> dict[str, float]:
     """pass@K of the ARC test tasks after mapping every augmented prediction back and voting (all
     ranks' predictions), and how many empty predicted grids the submission replaced; rank 0 writes
-    the Kaggle `submission.json` into `out_dir`."""
+    the Kaggle `submission.json` into `out_dir`. `slots`: the grid slots of an in-context dataset."""
     from puzzles.arc import ArcVoter
     path = Path(data_dir) / "test_puzzles.json"
     if not path.exists():
         return {}
-    voter = ArcVoter(json.loads(path.read_text()), load_identifiers(data_dir))
+    voter = ArcVoter(json.loads(path.read_text()), load_identifiers(data_dir), slots)
     # The raw predictions: the voter crops each one itself (masking with the labels would leak
     # the true answer's shape into the prediction).
     voter.add(res["puzzle_identifiers"], res["inputs"], res["preds"],

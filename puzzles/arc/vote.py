@@ -12,6 +12,8 @@ which original test input it answers. Distinct predictions of one test input are
 count, ties by mean halting probability (then by first appearance); pass@K is 1 if the true
 output is among the first K. A task scores the mean over its test inputs; the metric is the mean
 over tasks. With several processes, gather `state()` from each and `merge` them into one voter.
+For an in-context dataset (`slots` from its dataset.json) each row's query input and the prediction
+in its query-output slot are the ones read (`encoding.query_slots`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from puzzles.arc.data import to_grid
-from puzzles.arc.encoding import COLOUR0, canvas_of, crop_shapes, invert_grid, parse_name
+from puzzles.arc.encoding import COLOUR0, canvas_of, crop_shapes, invert_grid, parse_name, query_slots
 from puzzles.grid import grid_hash
 
 FALLBACK = [[0]]  # answer given for a test input that received no prediction
@@ -58,8 +60,9 @@ def _cells(tokens: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 class ArcVoter:
-    def __init__(self, test_puzzles: dict[str, dict], identifiers: Sequence[str]):
+    def __init__(self, test_puzzles: dict[str, dict], identifiers: Sequence[str], slots: int = 0):
         self.identifiers = list(identifiers)
+        self.slots = slots  # grid slots per row (in-context layout); 0 = one canvas per row
         self.tasks: dict[str, list[tuple[str, str | None]]] = {}  # task -> [(input hash, output hash)]
         self.inputs: dict[str, list] = {}  # task -> its test input grids (the fallback for empty answers)
         self._index: dict[tuple[str, str], int] = {}  # (task, input hash) -> test input number
@@ -86,10 +89,11 @@ class ArcVoter:
         return self._parsed[ident]
 
     def add(self, identifier_ids, inputs, preds, q_halt_probs) -> None:
-        """Record a batch: identifier ids (B,), input and predicted tokens (B, canvas**2), q in [0, 1] (B,)."""
+        """Record a batch: identifier ids (B,), input and predicted tokens (B, canvas**2, or
+        B, slots * canvas**2), q in [0, 1] (B,)."""
         ids = _numpy(identifier_ids).reshape(-1)
-        inputs = _numpy(inputs).reshape(len(ids), -1)
-        preds = _numpy(preds).reshape(len(ids), -1)
+        inputs = query_slots(_numpy(inputs).reshape(len(ids), -1), self.slots)[0]
+        preds = query_slots(_numpy(preds).reshape(len(ids), -1), self.slots)[1]
         qs = _numpy(q_halt_probs).astype(np.float64).reshape(-1)
         keep = np.flatnonzero(ids != 0)  # 0 = <blank>: the padding rows of the last batch
         in_shapes, pred_shapes = crop_shapes(inputs[keep]), crop_shapes(preds[keep])
