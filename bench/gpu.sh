@@ -1,30 +1,28 @@
 #!/usr/bin/env bash
-# Training-step benchmark on a CUDA GPU: configs A-D of bench/train_step.py at the paper's
-# global batch size (768), bf16 compute, torch.compile on. Not runnable on CPU-only machines.
+# The paper configurations' training step on one CUDA GPU (bench/gpu.py): TRM on ARC, TRM-MLP on
+# Sudoku and HRM on ARC at batch 768 (or the largest that fits), each as our eager step, compiled,
+# compiled with CUDA graphs (sync-free), and the reference's own step when a checkout is given.
+# One table: seconds per step, tokens/s, TFLOP/s, % of the bf16 matmul peak, peak memory, losses.
+# About 8 minutes on one H100 (no mode starts after BUDGET_S seconds; such rows say "skipped").
 #
-#   bash bench/gpu.sh                 # A B C D, 10 timed steps each, table to stdout
-#   STEPS=20 CONFIGS="A D" bash bench/gpu.sh
-#   JSON=1 bash bench/gpu.sh > gpu.jsonl
-#
-# Utilisation is against a bf16 torch.matmul peak measured on the same GPU in the same process.
+#   bash bench/gpu.sh
+#   REF_DIR=/path/to/TinyRecursiveModels bash bench/gpu.sh     # a checkout you provide; not downloaded
+#   BATCH=256 STEPS=5 CASES=trm-arc bash bench/gpu.sh
+#   TINY=1 bash bench/gpu.sh                                    # toy sizes on the CPU: the script end to end
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STEPS="${STEPS:-10}"
-CONFIGS="${CONFIGS:-A B C D}"
-BATCH="${BATCH:-768}"
 PYTHON="${PYTHON:-python}"
+args=(--batch "${BATCH:-0}" --steps "${STEPS:-0}")
+[[ -n "${CASES:-}" ]] && args+=(--cases "$CASES")
+[[ -n "${MODES:-}" ]] && args+=(--modes "$MODES")
 
+if [[ "${TINY:-0}" == "1" ]]; then
+    exec "$PYTHON" -m bench.gpu --device cpu --tiny --threads 1 "${args[@]}"
+fi
 if ! "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "error: bench/gpu.sh needs a CUDA GPU and a CUDA build of PyTorch (torch.cuda.is_available() is False);" \
-         "on CPU use: python -m bench.train_step --all" >&2
+         "TINY=1 bash bench/gpu.sh runs it at toy sizes on the CPU" >&2
     exit 2
 fi
-"$PYTHON" -c 'import torch; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
-
-json_flag=()
-[[ "${JSON:-0}" == "1" ]] && json_flag=(--json)
-for c in $CONFIGS; do
-    "$PYTHON" -m bench.train_step --config "$c" --device cuda --batch "$BATCH" --dtype bf16 --compile 1 \
-        --steps "$STEPS" "${json_flag[@]}"
-done
+exec "$PYTHON" -m bench.gpu --device cuda --budget-s "${BUDGET_S:-420}" "${args[@]}"
