@@ -73,14 +73,6 @@ def test_sudoku_generated(tmp_path, shape_args, box):
     assert len({x.tobytes() for x in originals}) == 12
     train_keys = {x.tobytes() for x in example_rows(out, "train")}
     assert not any(x.tobytes() in train_keys for x in example_rows(out, "test"))
-
-
-def test_maze_size_and_augmentation_options_are_checked_in_one_line(tmp_path):
-    for args, words in [(("--aug", "8"), "aug (--aug) must be 0..7"), (("--size", "1"), "error: "),
-                        (("--train", "0"), "must be >= 1")]:
-        message = refused("maze", "--preset", "tiny", *args, "--out", str(tmp_path / "x"))
-        assert words in message and len(message.strip().splitlines()) == 1, message
-        assert not (tmp_path / "x").exists()
     # deterministic for a seed
     ok("sudoku", *shape_args, "--train", "12", "--test", "6", "--aug", "3", "--seed", "1", "--out", str(tmp_path / "t"))
     for split in ("train", "test"):
