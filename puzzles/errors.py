@@ -106,6 +106,22 @@ def check_output_file(path: str | os.PathLike, force: bool, option: str,
     return path
 
 
+def check_output_dir(out: str | os.PathLike, force: bool, ours: Callable[[Path], bool], what: str,
+                     option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that exists without `force`, a file in its place,
+    or (even with `force`) a folder that `ours` does not recognise as `what`, an earlier output of
+    the same command: --force replaces only that. The folder itself is then written by `atomic_dir`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PuzzleError(f"{option} {out} is a file; give a folder for {what}")
+    if out.exists() and not force:
+        raise PuzzleError(f"output folder {out} already exists; pass --force to replace it, or choose another {option}")
+    if out.exists() and not ours(out):
+        raise PuzzleError(f"output folder {out} holds other files: it is not {what}, the only folder --force "
+                          f"replaces; choose another {option}")
+    return out
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[object], None]) -> Path:
     """Write `data` (text, bytes, or a function given the open binary file) to `path` atomically:
     a temp file in the same folder, then one rename; the temp file never outlives a failure."""

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from puzzles.errors import PuzzleError, atomic_dir
+from puzzles.errors import atomic_dir, check_output_dir
 
 
 def _is_site(path: Path) -> bool:
@@ -32,12 +32,7 @@ def site_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
     An existing `out` is kept unless `force`; a half-written site never appears under `out`.
     """
-    out = Path(out)
-    if out.exists() and not force:
-        raise PuzzleError(f"{out} already exists (pass --force to replace it)")
-    if out.exists() and not _is_site(out):  # --force replaces a site we wrote, nothing else
-        raise PuzzleError(f"{out} is not a report/browser folder written here (index.html and pictures "
-                          f"only); --force only replaces such a folder: choose another --out")
+    out = check_output_dir(out, force, _is_site, "a report or browser folder written here (index.html and pictures)")
     with atomic_dir(out) as tmp:
         yield tmp
 

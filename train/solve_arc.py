@@ -36,7 +36,7 @@ from tqdm import tqdm
 from models.config import dtype_name
 from puzzles.arc import VOCAB_SIZE, ArcVoter, Task, copy_keys, parse_task, read_solutions, read_task_file
 from puzzles.arc.build import build_arc, task_fits
-from puzzles.errors import PuzzleError, UserError, atomic_dir, one_line
+from puzzles.errors import PuzzleError, UserError, atomic_dir, check_output_dir, one_line
 
 from .arc_fit import FitOptions, NewTask, fit
 from .infer import Engine, SolveResult
@@ -113,14 +113,8 @@ def _check(args: argparse.Namespace, model, canvas: int, slots: int) -> None:
 def _out_dir(args: argparse.Namespace, path: Path) -> Path:
     """The output folder; an existing one only with --force, and only an earlier output of ours."""
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}-answers")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder for {SUBMISSION} and {SUMMARY}")
-    if out.is_dir() and not args.force:
-        raise UserError(f"output folder {out} exists; pass --force to replace it, or --out DIR")
-    if out.is_dir() and {p.name for p in out.iterdir()} - {SUBMISSION, SUMMARY}:
-        raise UserError(f"output folder {out} holds other files; --force replaces only an earlier output of "
-                        f"train.solve: choose another --out")
-    return out
+    return check_output_dir(out, args.force, lambda d: not {p.name for p in d.iterdir()} - {SUBMISSION, SUMMARY},
+                            f"an earlier output of train.solve ({SUBMISSION}, {SUMMARY})")
 
 
 def _read(path: Path, solutions: str | None) -> tuple[list[tuple[str, Task | str, int]], dict]:
