@@ -153,6 +153,8 @@ def _add_families(sub, cli: bool) -> None:
     p.add_argument("--aug", type=_count, help=f"augmented copies per task (default {d['aug']})")
     p.add_argument("--context", type=_count, help="K > 0: every example holds K demonstration pairs of its task and "
                                                   "one query, in 2K+2 canvas slots (default 0: one pair)")
+    p.add_argument("--tasks", type=_count, help="N > 0: keep only the first N tasks by id (after --fit-only), "
+                                                "fewer tasks for more steps each (default 0: all)")
     p.add_argument("--materialize", action="store_true",
                    help="write the full reference arrays (all__inputs/labels.npy) instead of compact ones")
 

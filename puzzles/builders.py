@@ -274,7 +274,7 @@ def build_arc(options: ArcOptions, progress: bool = True) -> Splits:
     """Train = all pairs of the training subsets + the demonstrations of the test subsets; test =
     the test subsets' test pairs (puzzles.arc.build); `test_puzzles.json` keeps their tasks."""
     from puzzles import arc
-    from puzzles.arc.build import build_arc as build_splits, select_fitting
+    from puzzles.arc.build import build_arc as build_splits, select_first, select_fitting
     cfg = resolve(options)
     tasks = arc.load_subsets(cfg.source, cfg.subsets)
     concept = cfg.concept
@@ -286,6 +286,8 @@ def build_arc(options: ArcOptions, progress: bool = True) -> Splits:
         tasks, counts = select_fitting(tasks, cfg.canvas)
         print("tasks fitting the {0}x{0} canvas: ".format(cfg.canvas)
               + ", ".join(f"{s} {k}/{n}" for s, (k, n) in counts.items()), file=sys.stderr)
+    if cfg.tasks:
+        tasks = select_first(tasks, cfg.tasks)
     built = build_splits(tasks, test_set_name=cfg.test_set, num_aug=cfg.aug, seed=cfg.seed,
                          materialize=False, progress=progress, canvas=cfg.canvas, context=cfg.context)
     if built.short_groups:

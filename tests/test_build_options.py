@@ -128,6 +128,11 @@ def test_sudoku_box_is_typed_and_other_options_name_their_own_folder():
     assert data_dir_of(quick).as_posix() == "data/maze-quick"  # the preset's own options
     other = apply_overrides(quick, ["data.build.train=16000", "aug=0"])  # a short key works where unique
     assert data_dir_of(other).as_posix() == "data/maze-quick-train16000-aug0"
+    fewer = apply_overrides(TRAIN_PRESETS["quick"]("arc", "trm"), ["data.build.tasks=50"])
+    assert data_dir_of(fewer).as_posix() == "data/arc-quick-tasks50"
+    assert BuildConfig(preset="quick", tasks=50).options("arc").tasks == 50
+    with pytest.raises(ValueError, match="data.build.tasks is not an option of maze datasets"):
+        BuildConfig(tasks=5).options("maze")
 
 
 def test_an_older_command_string_reads_as_typed_options():

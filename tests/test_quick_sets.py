@@ -15,7 +15,7 @@ import pytest
 
 from puzzles import arc, maze
 from puzzles.arc import ArcVoter, Task, copy_input_score
-from puzzles.arc.build import build_arc, select_fitting, task_fits
+from puzzles.arc.build import build_arc, select_first, select_fitting, task_fits
 from puzzles.build import make_parser, options_from_args, parse_build_options
 from puzzles.build_options import resolve
 from puzzles.dataset import grid_spec, load_split, write_dataset
@@ -158,6 +158,26 @@ def test_task_that_does_not_fit_is_an_error_or_filtered():
     for bad in (1, 31, 2.5, True):
         with pytest.raises(PuzzleError, match="canvas must be an integer from 2 to 30"):
             build_arc({"evaluation": {"e": small}}, "evaluation", num_aug=0, seed=0, canvas=bad)
+
+
+def test_tasks_option_keeps_the_first_tasks_by_id_in_both_splits(tmp_path, reference_dir):
+    """--tasks N: exactly the first N task ids (over all subsets) in train and test; N above the count
+    is a one-line error and writes nothing."""
+    rng = np.random.default_rng(4)
+    tasks = {"training": {"b": toy_task(rng, [(3, 3)]), "d": toy_task(rng, [(3, 3)])},
+             "evaluation": {"a": toy_task(rng, [(2, 2)]), "c": toy_task(rng, [(2, 2)])}}
+    kept = select_first(tasks, 3)
+    assert {s: list(t) for s, t in kept.items()} == {"training": ["b"], "evaluation": ["a", "c"]}
+    with pytest.raises(PuzzleError, match="tasks 5: there are only 4 tasks"):
+        select_first(tasks, 5)
+    prefix = reference_dir / "datasets" / "inputs" / "arc" / "arc-tiny"
+    ok("arc", "--prefix", str(prefix), "--tasks", "2", "--aug", "1", "--out", str(tmp_path / "two"))
+    first = sorted(arc.load_tasks(prefix, ["training", "evaluation"]))[:2]
+    names = {arc.parse_name(n)[0] for n in json.loads((tmp_path / "two" / "identifiers.json").read_text())[1:]}
+    assert names == set(first)
+    assert set(json.loads((tmp_path / "two" / "test_puzzles.json").read_text())) <= set(first)
+    line = refused("arc", "--prefix", str(prefix), "--tasks", "9", "--out", str(tmp_path / "nine"))
+    assert "there are only 3 tasks" in line and not (tmp_path / "nine").exists()
 
 
 # --------------------------------------------------------------------------------------- baseline

@@ -43,6 +43,7 @@ class BuildConfig:
     canvas: int | None = None  # arc: canvas side, 2..30
     fit_only: bool | None = None  # arc: only the tasks whose grids fit the canvas
     context: int | None = None  # arc: demonstration pairs in each example's input (0 = off; puzzles/arc/context.py)
+    tasks: int | None = None  # arc: only the first N tasks by id (0 = all)
 
     def given(self) -> dict:
         """The options set (the preset always), in field order."""

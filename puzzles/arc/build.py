@@ -209,6 +209,16 @@ def select_fitting(tasks_by_subset: dict[str, dict[str, Task]], canvas: int,
     return kept, counts
 
 
+def select_first(tasks_by_subset: dict[str, dict[str, Task]], n: int) -> dict[str, dict[str, Task]]:
+    """Only the first `n` tasks by id over all subsets (a fixed choice: ARC ids are random hex, so
+    it spreads over the subsets); each kept task stays in its subset, in its order there."""
+    names = sorted(name for tasks in tasks_by_subset.values() for name in tasks)
+    if n > len(names):
+        raise PuzzleError(f"tasks {n}: there are only {len(names)} tasks to choose from")
+    keep = set(names[:n])
+    return {subset: {name: t for name, t in tasks.items() if name in keep} for subset, tasks in tasks_by_subset.items()}
+
+
 def build_arc(tasks_by_subset: dict[str, dict[str, Task]], test_set_name: str | Sequence[str], num_aug: int,
               seed: int, materialize: bool = False, progress: bool = False, canvas: int = MAX_SIZE,
               context: int = 0) -> ArcBuild:
