@@ -10,6 +10,8 @@
 
 Every split's dataset.json also holds the dataset's content `fingerprint` (`compute_fingerprint`):
 runs record it, so a resume or an evaluation on other puzzles than a run trained on is refused.
+A dataset made by `puzzles.builders.build_dataset` records its resolved builder options as "build"
+(`options_record`): a trainer reuses a preset-named folder only when they are the ones it wants.
 
 Compact storage ("storage": "compact" in dataset.json) replaces inputs/labels by family arrays
 `all__compact__<name>.npy`, expanded on demand by the family's `expand_examples` (for ARC a small

@@ -3,13 +3,14 @@ that a dataset fits a model (its shape, its puzzle family and grid), and that a 
 (or is scored on) the very data it trained on (the dataset's content fingerprint, recorded in
 every checkpoint).
 
-    path = ensure_dataset(cfg)                    # data/<family>-<preset>, built on first use
+    path = ensure_dataset(cfg)                    # data/<family>-<preset>, built on first use (or checked)
     shape = dataset_shape(split)                  # what the dataset dictates to the model
     check_shape(shape, split); check_family("sudoku", split, grid)
     changes = check_run_data(ckpt, payload.get("data"), path, dataset_fingerprint(path), "the run in runs/x")
 """
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -88,8 +89,12 @@ def check_run_data(ckpt: Path, recorded: dict | None, data_dir: Path, fingerprin
 
 
 def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
-    """Build the dataset with the preset's builder options when its directory does not exist yet."""
+    """Build the dataset with the preset's builder options when its directory does not exist yet.
+    An existing folder named after the preset (data.path empty) must have been built with the
+    options this run would build it with (`check_build_options`); an explicit data.path is used as it is."""
     path = data_dir_of(cfg)
+    if path.exists() and not cfg.data.path:
+        check_build_options(cfg, path, say=is_main)
     if not path.exists() and is_main:
         from puzzles.builders import build_dataset
         options = cfg.data.build.options(cfg.data.family)
@@ -99,6 +104,48 @@ def ensure_dataset(cfg: TrainConfig, is_main: bool = True) -> Path:
               flush=True)
         print(build_dataset(cfg.data.family, path, options).summary())
     return path
+
+
+IGNORED_OPTIONS = ("preset",)  # it only names where the values came from; the values themselves are compared
+
+
+def check_build_options(cfg: TrainConfig, path: Path, say: bool = True) -> None:
+    """TrainError when the dataset folder `path` records other builder options (its dataset.json
+    "build") than data.build resolves to: a folder built before a preset changed, or by hand with
+    other options, is not silently trained on. A folder that records none (an older version's, the
+    reference builders') is accepted with a note (printed when `say`)."""
+    from puzzles.builders import BUILD, options_record
+    try:
+        meta = json.loads((path / "train" / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return  # not a readable dataset: opening its splits says so in one line
+    if not isinstance(meta, dict) or meta.get("family", cfg.data.family) != cfg.data.family:
+        return  # another family's folder: check_family names it when the run opens it
+    recorded = meta.get(BUILD)
+    if not isinstance(recorded, dict):
+        if say:
+            print(f"note: {path} does not record the options it was built with (an older version or another "
+                  f"builder wrote it); it is used as it is", flush=True)
+        return
+    wanted = options_record(cfg.data.build.options(cfg.data.family))
+    # an option missing from the record came after the version that built the folder: not compared
+    diffs = [f"{k} {_option_text(k, recorded[k])} -> {_option_text(k, v)}" for k, v in wanted.items()
+             if k in recorded and k not in IGNORED_OPTIONS and recorded[k] != v]
+    if diffs:
+        raise TrainError(f"dataset {path} was built with other options than data.build asks for "
+                         f"({', '.join(diffs)}; built -> wanted): move it aside to rebuild it, or set "
+                         f"data.path={shlex.quote(str(path))} to use it as it is")
+
+
+def _option_text(key: str, value) -> str:
+    """An option's value as data.build (or the builder's flag) spells it: 7, 2x3, true, unset."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ("x" if key == "box" else ",").join(_option_text("", v) for v in value)
+    return str(value)
 
 
 def dataset_shape(split: Split) -> DataShape:
