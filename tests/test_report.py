@@ -178,6 +178,14 @@ def test_curves_compare_runs_and_refuse_bad_labels(tmp_path, capsys):
     assert code == 2 and err.strip() == "error: --labels has 1 names for 2 runs"
     code, _, err = cli(curves.main, [str(run), str(run)], capsys)
     assert code == 2 and "need --out" in err and not (tmp_path / "x.png").exists()
+    arc_rows = rows + [{"step": 30, "eval/pass@2": 0.1, "eval/train_exact_accuracy": 0.2, "time/train_seconds": 5.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arc_rows))
+    code, _, _ = cli(curves.main, [str(run), str(run), "--metric", "eval/pass@2, eval/train_exact_accuracy",
+                                   "--out", str(tmp_path / "arc.png")], capsys)
+    assert code == 0 and (tmp_path / "arc.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = cli(curves.main, [str(run), str(run), "--metric", "eval/pass@2,eval/nope",
+                                     "--out", str(tmp_path / "z.png")], capsys)
+    assert code == 2 and "no rows with time/train_seconds and eval/nope" in err and not (tmp_path / "z.png").exists()
 
 
 def test_dataset_browser_groups_copies(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
     python -m train.curves runs/my-run [--out curves.png]
     python -m train.curves runs/a runs/b runs/c --out compare.png   # held-out exact vs training seconds
+    python -m train.curves runs/a runs/b --out arc.png --metric eval/train_exact_accuracy,eval/pass@2
 
 Each line of metrics.jsonl is a JSON object with at least "step". Keys are grouped into four
 panels by name (train/ and eval/ series share a panel); a panel with no data says so.
@@ -90,24 +91,27 @@ def plot_curves(rows: list[dict], path: str | os.PathLike, title: str = "") -> P
     return _save(fig, path)
 
 
-def plot_comparison(runs: dict[str, list[dict]], path: str | os.PathLike, title: str = "") -> Path:
-    """One line per run: held-out exact accuracy against training seconds (evaluation time is
-    not in `time/train_seconds`, so runs with different evaluation schedules compare fairly)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=90)
-    for label, rows in runs.items():
-        points = [(r["time/train_seconds"], r["eval/exact_accuracy"]) for r in rows
-                  if isinstance(r.get("time/train_seconds"), (int, float)) and
-                  isinstance(r.get("eval/exact_accuracy"), (int, float))]
-        if not points:
-            raise UserError(f"{label}: no evaluation rows with time/train_seconds in its metrics.jsonl")
-        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
-    ax.set_xlabel("training seconds (evaluations excluded)")
-    ax.set_ylabel("held-out exact accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def plot_comparison(runs: dict[str, list[dict]], path: str | os.PathLike, title: str = "",
+                    metrics: Sequence[str] = ("eval/exact_accuracy",)) -> Path:
+    """One panel per metric, one line per run: the metric against training seconds (evaluation time
+    is not in `time/train_seconds`, so runs with different evaluation schedules compare fairly)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics) ** 0.8, 4.5), dpi=90, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, rows in runs.items():
+            points = [(r["time/train_seconds"], r[metric]) for r in rows
+                      if isinstance(r.get("time/train_seconds"), (int, float)) and
+                      isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)]
+            if not points:
+                raise UserError(f"{label}: no rows with time/train_seconds and {metric} in its metrics.jsonl")
+            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+        ax.set_xlabel("training seconds (evaluations excluded)")
+        ax.set_ylabel(metric if metric != "eval/exact_accuracy" else "held-out exact accuracy")
+        if "accuracy" in metric or "pass@" in metric:
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -128,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="PNG to write (default RUN/curves.png; needed for several runs)")
     parser.add_argument("--labels", default="", help="comma-separated legend labels, one per run (default: folder names)")
     parser.add_argument("--title", default="", help="plot title")
+    parser.add_argument("--metric", default="eval/exact_accuracy",
+                        help="several runs: comma-separated metrics.jsonl keys, one panel each, against "
+                             "training seconds (default eval/exact_accuracy; ARC: eval/train_exact_accuracy,"
+                             "eval/changed_cell_accuracy,eval/pass@2)")
     parser.add_argument("--force", action="store_true", help="replace an existing PNG")
     args = parser.parse_args(argv)
     files = []
@@ -149,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(files) == 1:
         print(plot_curves(read_metrics(files[0]), out, title=args.title or files[0].parent.name))
     else:
-        print(plot_comparison({lab: read_metrics(m) for lab, m in zip(labels, files)}, out, title=args.title))
+        metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+        if not metrics:
+            raise UserError("--metric names no metric")
+        print(plot_comparison({lab: read_metrics(m) for lab, m in zip(labels, files)}, out, title=args.title,
+                              metrics=metrics))
     return 0
 
 
