@@ -143,6 +143,10 @@ def test_per_task_run_round_trips_and_logs_the_train_rows(arc_data, tmp_path, ca
     assert run_cli(lambda a: main("arc", a), argv) == 0
     summary = json.loads((run / "summary.json").read_text())["eval"]
     assert {"changed_cell_accuracy", "pass@2", "train_exact_accuracy", "train_changed_cell_accuracy"} <= set(summary)
+    out = capsys.readouterr().out
+    copy = arc.copy_input_score(json.loads((arc_data / "test_puzzles.json").read_text()))
+    assert (f"pass@2 {summary['pass@2']:.3f} (copying the input: {copy:.3f}); an untrained model of this shape: "
+            f"python -m bench.arc_baselines {arc_data} --checkpoint {run}") in out
     loaded = load_run(run)
     keys = arc.copy_keys(load_identifiers(arc_data))
     emb = loaded.model.puzzle_emb

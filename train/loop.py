@@ -20,6 +20,7 @@ SIGTERM exits with 143), and `run_dir/.lock` keeps a second trainer out of a fol
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -32,6 +33,7 @@ from .logger import require_logger
 from .memory import check_memory
 from .run import StopRequest, run_dir_of
 from .run_state import RunState, open_run
+from .scoring import arc_copy_baseline
 from .setup import setup_system, teardown_system
 
 
@@ -187,6 +189,14 @@ def log_evaluation(s: RunState, metrics: dict) -> None:
         "time/train_seconds": s.elapsed, "time/eval_seconds": s.eval_seconds})
 
 
+def arc_line(final: dict, data_dir: Path, run_dir: Path) -> str:
+    """The held-out ARC figures beside the copy-the-input floor, and where the other baselines come from."""
+    copy = arc_copy_baseline(data_dir)
+    floor = "" if copy is None else f" (copying the input: {copy:.3f})"
+    return (f"ARC held-out test inputs, voted: pass@1 {final.get('pass@1', 0):.3f}, pass@2 {final['pass@2']:.3f}{floor}; "
+            f"an untrained model of this shape: python -m bench.arc_baselines {data_dir} --checkpoint {run_dir}")
+
+
 def finish(s: RunState) -> dict:
     """The last checkpoint, the final evaluation at the architecture's own depth, the summary."""
     s.save()  # before the final evaluation: a Ctrl-C during it loses no training
@@ -203,4 +213,6 @@ def finish(s: RunState) -> dict:
         write_summary(s.run_dir / "summary.json", summary)
         print(f"done: {s.step} steps in {s.elapsed:.0f} s; test exact_accuracy {final.get('exact_accuracy', 0):.4f}"
               f" (summary: {s.run_dir / 'summary.json'})", flush=True)
+        if "pass@2" in final:
+            print(arc_line(final, s.data_dir, s.run_dir), flush=True)
     return summary

@@ -71,6 +71,14 @@ def reduce(sums: dict[str, float], system) -> dict[str, float]:
     return means
 
 
+def arc_copy_baseline(data_dir: Path) -> float | None:
+    """pass@2 (= pass@1) of copying each held-out test input as its answer, the floor an ARC run's
+    pass@K is read against; None for a dataset without test_puzzles.json."""
+    from puzzles.arc import copy_input_score
+    path = Path(data_dir) / "test_puzzles.json"
+    return copy_input_score(json.loads(path.read_text())) if path.exists() else None
+
+
 def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system, slots: int = 0) -> dict[str, float]:
     """pass@K of the ARC test tasks after mapping every augmented prediction back and voting (all
     ranks' predictions), and how many empty predicted grids the submission replaced; rank 0 writes
