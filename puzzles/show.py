@@ -3,9 +3,11 @@
     python -m puzzles.show data/sudoku-extreme-1k [--split test|train|all] [--n 16] [--out DIR] [--force]
 
 Shows `n` groups per split (spread evenly over the split), each group one row: the original puzzle
-and its augmented copies side by side, each copy with its input -> label examples. Open the printed
-index.html from disk (file://): no server, no network, nothing external. The page kit (atomic
-site folder, page, filter bar) is puzzles/html_kit.py, shared with train.report.
+and its augmented copies side by side, each copy with its input -> label examples. An example of an
+in-context ARC dataset (built with --context K) is drawn as its demonstration pairs, then its query
+input -> answer (the pair slots a task with fewer than K demonstrations leaves PAD are left out).
+Open the printed index.html from disk (file://): no server, no network, nothing external. The page
+kit (atomic site folder, page, filter bar) is puzzles/html_kit.py, shared with train.report.
 """
 from __future__ import annotations
 
@@ -16,19 +18,62 @@ from typing import Sequence
 
 import numpy as np
 
+from puzzles.arc import query_slots
 from puzzles.errors import PuzzleError, atomic_write, run_cli
 from puzzles.html_kit import controls, esc, page, site_dir
-from puzzles.render import caption, grid_spec, hstack, render, save_png, vstack
+from puzzles.render import arc_origin, caption, crop_arc, default_cell, grid_spec, hstack, render, save_png, vstack
 
 MAX_COPIES = 8       # augmented copies shown per group
 MAX_EXAMPLES = 4     # examples shown per puzzle (ARC tasks have up to ~10 demos)
 
 
-def pair_image(spec: dict, inp: np.ndarray, lab: np.ndarray):
-    """One example as input | label images, labelled."""
+def pair_image(spec: dict, inp: np.ndarray, lab: np.ndarray, names: tuple[str, str] = ("input", "label"),
+               cell: int | None = None):
+    """One example as input | label images, captioned with `names`."""
     family = spec["family"]
-    return hstack([caption(render(family, inp, meta=spec, given=inp), "input"),
-                   caption(render(family, lab, meta=spec, given=inp), "label")])
+    return hstack([caption(render(family, inp, meta=spec, given=inp, cell=cell), names[0]),
+                   caption(render(family, lab, meta=spec, given=inp, cell=cell), names[1])])
+
+
+def slot_spec(spec: dict) -> dict:
+    """The spec of one grid slot of an in-context ARC example (`spec` itself for one-grid datasets)."""
+    return {k: v for k, v in spec.items() if k not in ("context", "slots")}
+
+
+def context_demos(spec: dict, inp: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The demonstration pairs, (input, output) canvas rows, of an in-context example's input row
+    (puzzles/arc/context.py), pairs whose slots are all PAD (a task with fewer than K) left out."""
+    x = np.asarray(inp).reshape(spec["slots"], -1)
+    return [(x[s], x[s + 1]) for s in range(0, len(x) - 2, 2) if x[s].any() or x[s + 1].any()]
+
+
+def query_pair(spec: dict, inp: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query input, answer) canvas rows of an in-context example: the input's query-input slot and
+    the label's query-output slot."""
+    slots = spec["slots"]
+    return query_slots(np.asarray(inp)[None], slots)[0][0], query_slots(np.asarray(lab)[None], slots)[1][0]
+
+
+def demos_image(spec: dict, inp: np.ndarray, scale: float = 1.0):
+    """The demonstration pairs in an in-context example's input row, side by side (None if it has
+    none); `scale` < 1 draws them smaller than the default cell size."""
+    one = slot_spec(spec)
+    tiles = []
+    for j, (i, o) in enumerate(context_demos(spec, inp), start=1):
+        cell = None if scale == 1.0 else max(3, int(default_cell("arc", crop_arc(i, arc_origin(i)).shape) * scale))
+        tiles.append(caption(pair_image(one, i, o, ("input", "output"), cell), f"demonstration {j}", size=11))
+    return hstack(tiles, gap=14) if tiles else None
+
+
+def example_image(spec: dict, inp: np.ndarray, lab: np.ndarray):
+    """One example: input | label, or for an in-context ARC example its demonstration pairs, then
+    the query input -> answer."""
+    if not spec.get("slots"):
+        return pair_image(spec, inp, lab)
+    query_in, answer = query_pair(spec, inp, lab)
+    query = caption(pair_image(slot_spec(spec), query_in, answer, ("query input", "answer")), "query", size=11)
+    demos = demos_image(spec, inp)
+    return query if demos is None else hstack([demos, query], gap=30)
 
 
 def spread(total: int, n: int) -> np.ndarray:
@@ -57,7 +102,7 @@ def split_section(root: Path, split: str, names: list[str], n: int, out: Path) -
             inputs, labels = data.examples(rows)
             pid = int(data.puzzle_identifiers[p])
             name = names[pid] if 0 < pid < len(names) else f"puzzle {p}"
-            img = vstack([pair_image(spec, i, l) for i, l in zip(inputs, labels)], gap=14)
+            img = vstack([example_image(spec, i, l) for i, l in zip(inputs, labels)], gap=14)
             fname = f"{split}_p{p}.png"
             save_png(img, out / fname)
             more = int(data.puzzle_indices[p + 1] - data.puzzle_indices[p]) - len(rows)

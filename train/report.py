@@ -7,7 +7,10 @@ Reads what train.evaluate writes (`<run>/eval/<split>/predictions.npz` + `meta.j
 Per puzzle: a sheet (input | target | prediction, marked RIGHT/WRONG) and a strip of the
 prediction after every supervision step, labelled with the halting probability, the step where
 the model would have halted framed. ARC puzzles also show their task's demonstration pairs
-(rows of the dataset's train split with the same identifier) when the dataset is on disk.
+(rows of the dataset's train split with the same identifier) when the dataset is on disk. On an
+in-context ARC dataset (built with --context K) the sheet and the strip show the query: its input,
+the answer and the prediction in the query-output slot; the demonstrations are the ones in the
+example's own input (what the model read), drawn small.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from PIL import Image
 from puzzles.errors import UserError, atomic_write
 from puzzles.render import caption, default_cell, frame, grid_spec, hstack, is_correct, render, save_png, vstack
 from puzzles.html_kit import controls, esc, page, site_dir
-from puzzles.show import pair_image, spread
+from puzzles.arc import query_slots
+from puzzles.show import demos_image, pair_image, query_pair, slot_spec, spread
 from train.curves import plot_curves, read_metrics
 
 ARRAYS = ("inputs", "labels", "preds", "step_preds", "q_halt", "steps", "puzzle_identifiers")
@@ -177,7 +181,11 @@ def write_report(run: str | os.PathLike, split: str = "test", n: int = 32,
     run = find_run(run)
     arrays, meta = load_predictions(run, split)
     spec = grid_spec({"seq_len": arrays["inputs"].shape[1], **meta})
-    family = spec["family"]
+    family, slots = spec["family"], spec.get("slots", 0)
+    if slots and arrays["inputs"].shape[1] != slots * spec["canvas"] ** 2:
+        raise UserError(f"{run / 'eval' / split / 'predictions.npz'}: rows of {arrays['inputs'].shape[1]} tokens, "
+                        f"but meta.json says {slots} slots of a {spec['canvas']}x{spec['canvas']} canvas")
+    one = slot_spec(spec)  # the spec of the grids drawn: a slot's on an in-context dataset
     summary = load_json(run / "summary.json")
     metrics_path = run / "metrics.jsonl"
     rows_metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
@@ -215,10 +223,13 @@ def write_report(run: str | os.PathLike, split: str = "test", n: int = 32,
                 key = f"identifier {pid}"
             keys.append(key)
             inp, label = arrays["inputs"][row], arrays["labels"][row]
-            save_png(prediction_sheet(spec, inp, label, arrays["preds"][row]), tmp / f"sheet_{row}.png")
-            save_png(refinement_strip(spec, inp, label, arrays["step_preds"][:, row],
-                                      arrays["q_halt"][:, row], int(arrays["steps"][row])),
-                     tmp / f"strip_{row}.png")
+            pred, step_preds, context = arrays["preds"][row], arrays["step_preds"][:, row], None
+            if slots:  # in-context: the query's input and answer, the prediction in the query-output slot
+                context, (inp, label) = demos_image(spec, inp, scale=0.5), query_pair(spec, inp, label)
+                pred, step_preds = query_slots(pred[None], slots)[1][0], query_slots(step_preds, slots)[1]
+            save_png(prediction_sheet(one, inp, label, pred), tmp / f"sheet_{row}.png")
+            save_png(refinement_strip(one, inp, label, step_preds, arrays["q_halt"][:, row],
+                                      int(arrays["steps"][row])), tmp / f"strip_{row}.png")
             verdict = "right" if correct[row] else "wrong"
             example = int(arrays["index"][row]) if "index" in arrays else int(row)
             html = [f'<div class="item {verdict}" data-key="{esc(key)}">',
@@ -227,7 +238,14 @@ def write_report(run: str | os.PathLike, split: str = "test", n: int = 32,
                     f'<img src="sheet_{row}.png" alt="puzzle {row}">',
                     f'<p class="note">refinement (prediction after each step, p = P(halt))</p>'
                     f'<img src="strip_{row}.png" alt="refinement of puzzle {row}">']
-            if dataset is not None:
+            if slots:
+                if context is not None:
+                    save_png(context, tmp / f"context_{row}.png")
+                    html.append(f'<details open><summary>demonstrations (in the input)</summary>'
+                                f'<img src="context_{row}.png" alt="demonstrations of puzzle {row}"></details>')
+                else:
+                    html.append('<p class="note">no demonstrations in the input</p>')
+            elif dataset is not None:
                 if pid not in demos:
                     img = demo_sheet(spec, dataset, pid)
                     demos[pid] = img is not None and save_png(img, tmp / f"demos_{pid}.png")
