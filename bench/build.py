@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from puzzles.build_options import CONCEPT_ARC as DEFAULT_CONCEPT
-from puzzles.builders import human_bytes
+from puzzles.dataset import human_bytes
 from puzzles.dataset import disk_bytes
 from puzzles.errors import UserError, atomic_write, run_cli
 

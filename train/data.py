@@ -114,7 +114,7 @@ def check_build_options(cfg: TrainConfig, path: Path, say: bool = True) -> None:
     "build") than data.build resolves to: a folder built before a preset changed, or by hand with
     other options, is not silently trained on. A folder that records none (an older version's, the
     reference builders') is accepted with a note (printed when `say`)."""
-    from puzzles.builders import BUILD, options_record
+    from puzzles.build_options import BUILD, options_record
     try:
         meta = json.loads((path / "train" / "dataset.json").read_text())
     except (OSError, ValueError):
