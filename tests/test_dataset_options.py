@@ -54,8 +54,8 @@ def test_a_built_dataset_records_its_resolved_options(tmp_path):
     arc = options_record(ArcOptions(preset="quick"))  # the bundled ConceptARC, not this machine's path to it
     assert arc["concept"] == "<bundled>" and arc["test_set"] == ["training", "evaluation"] and "materialize" not in arc
     assert options_record(ArcOptions(concept=CONCEPT_ARC.parent / "arc"))["concept"] == "<bundled>"
-    assert options_record(ArcOptions(concept=Path("/home/me/ConceptARC")))["concept"] == "ConceptARC"
-    assert options_record(ArcOptions(source="/home/me/kaggle/arc-agi"))["source"] == "arc-agi"
+    assert options_record(ArcOptions(concept=Path("/data/ConceptARC")))["concept"] == "ConceptARC"
+    assert options_record(ArcOptions(source="/data/kaggle/arc-agi"))["source"] == "arc-agi"
     for record in (sudoku, arc):
         assert json.loads(json.dumps(record)) == record
 
