@@ -199,6 +199,17 @@ def test_copy_baseline_on_a_toy_task():
     assert voter.pass_at((1,), tasks=["t2"]) == {"pass@1": 1.0}
 
 
+def test_identical_test_inputs_share_their_votes():
+    """A task whose two test inputs are the same grid: both get the voted answer (not a placeholder)."""
+    grid, answer = [[1, 2], [3, 4]], [[4, 3], [2, 1]]
+    puzzles = {"t": {"train": [], "test": [{"input": grid, "output": answer}, {"input": grid, "output": answer}]}}
+    voter = ArcVoter(puzzles, ["<blank>", "t"])
+    row = arc.encode_grid(np.array(grid, np.uint8), canvas=4)[None]
+    voter.add(np.array([1]), row, arc.encode_grid(np.array(answer, np.uint8), canvas=4)[None], np.ones(1))
+    assert voter.submission()["t"] == [{"attempt_1": answer, "attempt_2": answer}] * 2
+    assert voter.pass_at((1,)) == {"pass@1": 1.0}
+
+
 # -------------------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("value", ["1", "31", "ten"])

@@ -116,7 +116,9 @@ class ArcVoter:
                 self.grids[h] = pred.tolist()
 
     def ranked(self, task: str, k: int) -> list[str]:
-        """Prediction hashes for test input k of task, best first."""
+        """Prediction hashes for test input k of task, best first. Test inputs of a task that are the
+        same grid share the votes of the first of them (the rows cannot tell them apart)."""
+        k = self._index.get((task, self.tasks[task][k][0]), k)
         votes = self.votes.get((task, k), {})
         # sorted() is stable, so equal (count, mean q) keep their first-seen order, as in the reference
         return [h for h, _ in sorted(votes.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)]
