@@ -16,15 +16,10 @@ import argparse
 import json
 from typing import Sequence
 
+from puzzles.arc.build import task_fits
 from puzzles.arc.data import Task, load_subset
-from puzzles.arc.encoding import check_canvas, fits
+from puzzles.arc.encoding import check_canvas
 from puzzles.errors import PuzzleError, atomic_write, check_output_file, run_cli
-
-
-def task_fits(task: Task, canvas: int) -> bool:
-    """Every grid of the task (demonstrations, test inputs and known test outputs) fits the canvas."""
-    grids = [g for pair in task.train + task.test for g in pair if g is not None]
-    return all(fits(g.shape, canvas) for g in grids)
 
 
 def kaggle_files(tasks: dict[str, Task]) -> tuple[dict, dict]:
