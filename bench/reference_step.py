@@ -69,7 +69,7 @@ def load_reference(ref_dir: str, model_name: str) -> SimpleNamespace:
     if model_name not in CLASSES:
         raise UserError(f"the reference has no counterpart of model {model_name!r}")
     if not os.path.isfile(os.path.join(ref_dir, "models", "losses.py")):
-        raise UserError(f"REF_DIR {ref_dir}: not a TinyRecursiveModels checkout (no models/losses.py)")
+        raise UserError(f"{ref_dir}: not a TinyRecursiveModels checkout (no models/losses.py)")
     module, cls = CLASSES[model_name]
     net = importlib.import_module("models." + module)
     losses = importlib.import_module("models.losses")

@@ -5,6 +5,8 @@
     python -m bench.train_step --all                            # A-D x {fp32, bf16} x {eager, compiled}
     python -m bench.train_step --config A --json                # one JSON object per measurement
     python -m bench.train_step --config Q --batch 64 --arch H_cycles=2   # a variant of a config
+    python -m bench.train_step --config Q --batch 32 --arch hidden_size=64 --arch H_cycles=2 --dtype bf16 \
+        --compile 1 --threads 2 --steps 60 --ref-dir /path/to/TinyRecursiveModels   # ours vs the reference's
 
 A step is exactly the trainer's (`train.step.TrainStep`): one supervision step forward with the
 carry kept across steps, scaled backward, the non-finite guard, AdamATan2 + sparse sign-SGD, EMA,
@@ -12,6 +14,16 @@ zero-grad. Beside it, alternating step by step so machine load hits both alike, 
 step (the same forward and backward, nothing else): `overhead` is the share of the trainer's step
 spent around the model. Batches are random Sudoku-like grids (tokens 1..10 over 81 cells, 8
 puzzle identifiers); no dataset needed.
+
+With `--ref-dir`, a TinyRecursiveModels checkout (pydantic installed), the reference's own training
+step (its `train_batch`: bench/reference_step.py) runs as a third contender in the same alternating
+loop: built first, seeded, its initial weights loaded into ours, then the same batches, dtype,
+optimiser settings, warm-up and compilation (iff ours compiles). `ref_s` is its median seconds per
+step and `x_ref` = ref_s / median_s (above 1: ours is faster). `loss1` and `ref_loss1` (--json) are
+the first step's losses per example: same weights, same batch, so they agree to float rounding; a
+gap means the two did not run the same model (e.g. an --arch field the reference does not have).
+The reference has the models trm, trm-mlp and hrm (configs A-D, Q, QT, QH); with --all every row
+gets it.
 
 FLOPs per step are analytical: the matmul FLOPs (2 * m * n * k) of every net call of one
 supervision step, attention scores and values included, heads included, counted x3 for the calls
@@ -45,7 +57,7 @@ from typing import Sequence
 
 import torch
 
-from models import ArchConfig, DataShape, build_model
+from models import ArchConfig, DataShape, build_model, load_reference_state_dict
 from puzzles.errors import UserError, run_cli
 from train.setup import cpu_description
 
@@ -138,12 +150,33 @@ def random_batches(bench: BenchConfig, count: int, seed: int = 0,
     return out
 
 
+def _load_reference(ref_dir: str, model: str):
+    """The checkout's classes for `model` (call inside `checkout_modules`); a one-line UserError when
+    the folder is not a checkout, has no counterpart of `model`, or its imports fail (pydantic)."""
+    from .reference_step import load_reference
+
+    try:
+        return load_reference(ref_dir, model)
+    except ImportError as err:
+        raise UserError(f"--ref-dir {ref_dir}: importing the reference failed: {err} "
+                        f"(it needs pydantic among others: see its requirements.txt)") from err
+
+
+def _compiled() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) so far in this process, from dynamo's counters."""
+    from torch._dynamo.utils import counters
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+
+
 def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 5, warmup: int = 2,
             seed: int = 0, device: str = "cpu", batch: int = 0, arch: dict | None = None,
-            sync_free: bool = False) -> dict:
-    """Time `steps` trainer steps of config `name` after `warmup` steps; returns the figures."""
+            sync_free: bool = False, ref_dir: str = "") -> dict:
+    """Time `steps` trainer steps of config `name` after `warmup` steps; returns the figures.
+    `ref_dir`: a TinyRecursiveModels checkout whose own step is timed beside ours (module docstring)."""
     from train.config import OptimConfig  # trainer imports stay out of the module import path
     from train.step import TrainStep
+
+    from .reference_step import ReferenceStep, checkout_modules
 
     bench = CONFIGS[name]
     if batch:
@@ -156,6 +189,15 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
                         "bfloat16" if dtype == "bf16" else "float32").to(dev)
     cfg = model.config
     opt = OptimConfig(global_batch_size=bench.batch, lr_warmup_steps=10, ema=True, ema_rate=0.99)  # quick preset
+    ref = None
+    if ref_dir:  # the reference's initial weights (its build, seeded) become ours: both start alike
+        with checkout_modules(ref_dir):
+            ref = ReferenceStep(_load_reference(ref_dir, bench.model), cfg, opt, 10_000, dev, compile=compile,
+                                seed=seed)
+        try:
+            load_reference_state_dict(model, ref.state_dict())
+        except ValueError as err:  # e.g. an --arch field (ffn_conv, attn_bias) the reference lacks
+            raise UserError(f"--ref-dir: the reference cannot build this architecture ({err})") from err
     trainer = TrainStep(model, opt, total_steps=10_000, compile=compile, sync_free=sync_free)
     batches = random_batches(bench, 4, seed, dev)
     carry = model.initial_carry(batches[0])
@@ -163,35 +205,60 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
     if compile:  # a fresh cache per model: the shared forward code object must not hit the recompile limit
         torch._dynamo.reset()
         counters.clear()
+    ref_times, ref_losses, ref_graphs = [], [], []  # per reference call: seconds, loss, (graphs, breaks) added
+
+    def ref_step(i: int) -> float:
+        """Step i (0-based) of the reference in its module context; only the step itself is timed."""
+        before = _compiled()
+        with checkout_modules(ref_dir):
+            t = time.perf_counter()
+            ref_losses.append(ref(batches[i % len(batches)], i + 1))
+            _sync(dev)
+            seconds = time.perf_counter() - t
+        ref_graphs.append(tuple(a - b for a, b in zip(_compiled(), before)))
+        return seconds
+
     t0 = time.perf_counter()
-    graphs_after_first = 0
+    graphs_after_first, loss1 = 0, 0.0
     for i in range(warmup):
-        carry = trainer(carry, batches[i % len(batches)], i + 1).carry
+        result = trainer(carry, batches[i % len(batches)], i + 1)
+        carry, loss1 = result.carry, loss1 or float(result.loss.detach()) / bench.batch  # the first step's, per example
         if i == 0:
             graphs_after_first = counters["stats"]["unique_graphs"]
     _sync(dev)
     warm_s = time.perf_counter() - t0
+    ref_warm_s = sum(ref_step(i) for i in range(warmup)) if ref else 0.0
     times, bare, sums, bare_carry = [], [], {}, carry
     for i in range(steps):
         t = time.perf_counter()
         result = trainer(carry, batches[i % len(batches)], warmup + i + 1)
         _sync(dev)
         times.append(time.perf_counter() - t)
-        carry = result.carry
+        carry, loss1 = result.carry, loss1 or float(result.loss.detach()) / bench.batch
         t = time.perf_counter()  # the bare model step: forward + backward only
         bare_carry, loss, *_ = trainer.forward(bare_carry, batches[(i + 1) % len(batches)])
         (loss / bench.batch).backward()
         _sync(dev)
         bare.append(time.perf_counter() - t)
         model.zero_grad(set_to_none=True)
+        if ref:
+            ref_times.append(ref_step(warmup + i))
         for k, v in result.metrics.items():  # the variants' per-row statistics (mean_*)
             if k.startswith("mean_"):
                 sums[k] = sums.get(k, 0.0) + float(v)
-    compile_stats = {}
+    compile_stats, ref_stats = {}, {}
+    if ref:  # the reference beside ours: its figures, and the first step's loss of both (same math?)
+        ref_stats = {"ref_s": statistics.median(ref_times), "ref_warmup_s": round(ref_warm_s, 2),
+                     "speedup_vs_ref": statistics.median(ref_times) / statistics.median(times),
+                     "loss1": loss1, "ref_loss1": float(ref_losses[0]) / bench.batch, "ref_note": ref.note}
     if compile:  # evidence: one graph, no graph breaks, nothing compiled after the first step
-        compile_stats = {"graph_breaks": sum(counters["graph_break"].values()),
-                         "unique_graphs": counters["stats"]["unique_graphs"],
-                         "recompiles": counters["stats"]["unique_graphs"] - graphs_after_first}
+        graphs, breaks = _compiled()
+        ref_new, ref_breaks = (sum(g for g, _ in ref_graphs), sum(b for _, b in ref_graphs))
+        compile_stats = {"graph_breaks": breaks - ref_breaks, "unique_graphs": graphs - ref_new,
+                         "recompiles": graphs - ref_new - graphs_after_first}
+        if ref:  # the reference's own, counted around its calls
+            ref_stats |= {"ref_graph_breaks": ref_breaks, "ref_unique_graphs": ref_new,
+                          "ref_recompiles": ref_new - ref_graphs[0][0]}
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     peak = matmul_peak(torch_dtype, dev)
     flops = step_flops(bench.model, cfg, bench.batch, measured_stats(sums, bench.batch * steps))
@@ -202,22 +269,33 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
             "tokens_per_s": bench.batch * bench.seq_len / median, "gflop_per_step": flops / 1e9,
             "tflops": flops / median / 1e12, "peak_tflops": peak / 1e12,
             "utilisation": flops / median / peak, "load": os.getloadavg()[0],
-            "threads": torch.get_num_threads(), "sync_free": sync_free, **compile_stats}
+            "threads": torch.get_num_threads(), "sync_free": sync_free, **compile_stats, **ref_stats}
 
 
-def format_row(r: dict) -> str:
+def format_row(r: dict, ref: bool = False) -> str:
+    """One table row; `ref`: with the reference's columns (ref_s, x_ref), "-" where it did not run."""
     mode = f"{r['dtype']}-{'compiled' if r['compile'] else 'eager'}"
+    ref_cells = ""
+    if ref:
+        ref_cells = (f" {r['ref_s']:8.3f} {r['speedup_vs_ref']:5.2f}x" if "ref_s" in r else f" {'-':>8} {'-':>6}")
+    notes = []
+    if r["compile"]:
+        notes.append(f"graphs {r['unique_graphs']} breaks {r['graph_breaks']} recompiles {r['recompiles']}")
+        if "ref_unique_graphs" in r:
+            notes.append(f"ref graphs {r['ref_unique_graphs']} breaks {r['ref_graph_breaks']} "
+                         f"recompiles {r['ref_recompiles']}")
+    if "ref_s" in r:
+        notes.append(f"loss1 {r['loss1']:.5f} ref {r['ref_loss1']:.5f}" + (r["ref_note"] and f"; {r['ref_note']}"))
     return (f"{r['config']:>2} {mode:<14} {r['median_s']:8.3f} {r['min_s']:8.3f} {r['bare_s']:8.3f} "
             f"{100 * r['overhead']:7.1f}% {r['tokens_per_s']:9.0f} "
             f"{r['gflop_per_step']:8.1f} {r['tflops']:7.3f} {r['peak_tflops']:7.3f} {100 * r['utilisation']:6.1f}% "
-            f"{r['warmup_s']:7.1f} {r['load']:5.2f}"
-            + (f"  graphs {r['unique_graphs']} breaks {r['graph_breaks']} recompiles {r['recompiles']}"
-               if r["compile"] else ""))
+            f"{r['warmup_s']:7.1f} {r['load']:5.2f}" + ref_cells + "".join(f"  {n}" for n in notes))
 
 
 HEADER = (f"{'':>2} {'mode':<14} {'median_s':>8} {'min_s':>8} {'bare_s':>8} {'overhead':>8} {'tokens/s':>9} "
           f"{'GFLOP':>8} {'TFLOP/s':>7} "
           f"{'peak':>7} {'util':>7} {'warm_s':>7} {'load':>5}")
+REF_HEADER = f" {'ref_s':>8} {'x_ref':>6}"  # after HEADER with --ref-dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,6 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="torch.set_num_threads (0 = torch's default). On a loaded machine 1 thread avoids "
                         "OpenMP barrier stalls that can cost 10x; say so when you quote figures")
     p.add_argument("--sync-free", action="store_true", help="the trainer's sync-free step (system.sync_free)")
+    p.add_argument("--ref-dir", default="", metavar="DIR",
+                   help="a TinyRecursiveModels checkout (needs pydantic): its own training step is timed beside "
+                        "ours from the same weights, batches, dtype, optimiser and compilation; adds the columns "
+                        "ref_s and x_ref (= ref_s / median_s), e.g. --ref-dir /path/to/TinyRecursiveModels. Configs of "
+                        "trm, trm-mlp, hrm (A-D, Q, QT, QH; others are refused); with --all, beside every row")
     args = p.parse_args(argv)
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
@@ -261,20 +344,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c, _, _ in runs:
         if c not in CONFIGS:
             raise UserError(f"--configs: unknown config {c!r}; choose from {', '.join(CONFIGS)}")
+    if args.ref_dir:  # refuse before any timing: no folder, not a checkout, a model it does not have
+        from .reference_step import checkout_modules
+
+        if not os.path.isdir(args.ref_dir):
+            raise UserError(f"--ref-dir {args.ref_dir}: no such folder")
+        with checkout_modules(args.ref_dir):
+            for model in sorted({CONFIGS[c].model for c, _, _ in runs}):
+                _load_reference(args.ref_dir, model)
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = cpu_description()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}", flush=True)
     print(f"cpu: {cpu}", flush=True)
     if not args.json:
-        print(HEADER, flush=True)
+        print(HEADER + (REF_HEADER if args.ref_dir else ""), flush=True)
     results = []
     for c, dtype, comp in runs:
         warmup = args.warmup or (3 if comp else 2)
         r = measure(c, dtype, comp, args.steps, warmup, device=args.device, batch=args.batch,
-                    arch=arch, sync_free=args.sync_free) | {"cpu": cpu}
+                    arch=arch, sync_free=args.sync_free, ref_dir=args.ref_dir) | {"cpu": cpu}
         results.append(r)
-        print(json.dumps(r) if args.json else format_row(r), flush=True)
+        print(json.dumps(r) if args.json else format_row(r, bool(args.ref_dir)), flush=True)
     if args.all and not args.json:
         for c, best in fastest(results).items():
             mode = f"{best['dtype']}-{'compiled' if best['compile'] else 'eager'}"
