@@ -126,8 +126,8 @@ def test_sudoku_box_is_typed_and_other_options_name_their_own_folder():
         BuildConfig(box="two").options("sudoku")
     quick = TRAIN_PRESETS["quick"]("maze", "trm")
     assert data_dir_of(quick).as_posix() == "data/maze-quick"  # the preset's own options
-    other = apply_overrides(quick, ["data.build.train=16000", "aug=0"])  # a short key works where unique
-    assert data_dir_of(other).as_posix() == "data/maze-quick-train16000-aug0"
+    other = apply_overrides(quick, ["data.build.size=11", "min_path=12"])  # a short key works where unique
+    assert data_dir_of(other).as_posix() == "data/maze-quick-size11-min-path12"
     fewer = apply_overrides(TRAIN_PRESETS["quick"]("arc", "trm"), ["data.build.tasks=50"])
     assert data_dir_of(fewer).as_posix() == "data/arc-quick-tasks50"
     assert BuildConfig(preset="quick", tasks=50).options("arc").tasks == 50

