@@ -180,7 +180,8 @@ def generate(count: int, size: int = 30, min_path: int = 0, seed: int = 0,
              progress: bool = False, max_attempts: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`count` distinct random mazes and their labels, uint8 (count, size, size), each with a
     shortest S-G path longer than `min_path` steps. Deterministic for `seed`; ValueError after
-    `max_attempts` rejected mazes (default 100 + 20 * count) if `min_path` is out of reach."""
+    `max_attempts` rejected mazes (default 100 + 20 * count), or after 1000 without a single one
+    (`min_path` out of reach for `size`: said in a second, not after the whole budget)."""
     from tqdm import tqdm
 
     if size < 2:
@@ -194,8 +195,8 @@ def generate(count: int, size: int = 30, min_path: int = 0, seed: int = 0,
     made = attempts = 0
     while made < count:
         attempts += 1
-        if attempts > max_attempts:
-            raise ValueError(f"gave up after {max_attempts} attempts with {made}/{count} mazes: "
+        if attempts > max_attempts or (made == 0 and attempts > 1000):
+            raise ValueError(f"gave up after {attempts - 1} attempts with {made}/{count} mazes: "
                              f"min_path={min_path} too long for size {size}")
         open_ = _random_maze(size, rng)
         ends = _place_endpoints(open_, size, min_path, rng)

@@ -179,7 +179,8 @@ def test_maze_generated(tmp_path, size, aug):
 
 def test_maze_size_and_augmentation_options_are_checked_in_one_line(tmp_path):
     for args, words in [(("--aug", "8"), "aug (--aug) must be 0..7"), (("--size", "1"), "error: "),
-                        (("--train", "0"), "must be >= 1")]:
+                        (("--train", "0"), "must be >= 1"),
+                        (("--size", "7", "--min-path", "40"), "min_path=40 too long for size 7")]:
         message = refused("maze", "--preset", "tiny", *args, "--out", str(tmp_path / "x"))
         assert words in message and len(message.strip().splitlines()) == 1, message
         assert not (tmp_path / "x").exists()
