@@ -126,12 +126,12 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
         return seconds
 
     t0 = time.perf_counter()
-    graphs_after_first, loss1 = 0, 0.0
+    graphs_after_first, first_loss = 0, None  # first_loss: step 1's loss, read to the host at the end
     for i in range(warmup):
         result = trainer(carry, batches[i % len(batches)], i + 1)
-        carry, loss1 = result.carry, loss1 or float(result.loss.detach()) / bench.batch  # the first step's, per example
+        carry = result.carry
         if i == 0:
-            graphs_after_first = counters["stats"]["unique_graphs"]
+            graphs_after_first, first_loss = counters["stats"]["unique_graphs"], result.loss.detach()
     _sync(dev)
     warm_s = time.perf_counter() - t0
     ref_warm_s = sum(ref_step(i) for i in range(warmup)) if ref else 0.0
@@ -141,7 +141,9 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
         result = trainer(carry, batches[i % len(batches)], warmup + i + 1)
         _sync(dev)
         times.append(time.perf_counter() - t)
-        carry, loss1 = result.carry, loss1 or float(result.loss.detach()) / bench.batch
+        carry = result.carry
+        if first_loss is None:
+            first_loss = result.loss.detach()
         t = time.perf_counter()  # the bare model step: forward + backward only
         bare_carry, loss, *_ = trainer.forward(bare_carry, batches[(i + 1) % len(batches)])
         (loss / bench.batch).backward()
@@ -157,7 +159,7 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
     if ref:  # the reference beside ours: its figures, and the first step's loss of both (same math?)
         ref_stats = {"ref_s": statistics.median(ref_times), "ref_warmup_s": round(ref_warm_s, 2),
                      "speedup_vs_ref": statistics.median(ref_times) / statistics.median(times),
-                     "loss1": loss1, "ref_loss1": float(ref_losses[0]) / bench.batch, "ref_note": ref.note}
+                     "loss1": float(first_loss) / bench.batch, "ref_loss1": float(ref_losses[0]) / bench.batch, "ref_note": ref.note}
     if compile:  # evidence: one graph, no graph breaks, nothing compiled after the first step
         graphs, breaks = _compiled()
         ref_new, ref_breaks = (sum(g for g, _ in ref_graphs), sum(b for _, b in ref_graphs))
