@@ -255,7 +255,7 @@ def test_quick_arc_set_is_the_same_from_any_directory(tmp_path):
                for part in ("train", "test") for ex in t[part] for r in [ex["input"], ex["output"]])
 
 
-def test_maze_quick_schedule_is_3000_steps_of_64_with_three_evaluations():
+def test_maze_quick_schedule_is_4000_steps_of_64_with_four_evaluations():
     """The maze preset's step count and evaluation points on the real quick set's size (16000 maze
     groups): the schedule measured (docs/maze_arc.md), not whatever epochs x batch gives."""
     from types import SimpleNamespace
@@ -264,5 +264,5 @@ def test_maze_quick_schedule_is_3000_steps_of_64_with_three_evaluations():
     for model in ("trm", "hrm", "trm-mlp", "transformer"):
         cfg = PRESETS["quick"]("maze", model)
         total, every = schedule(cfg, SimpleNamespace(num_groups=16000, meta={"mean_puzzle_examples": 1.0}))
-        assert (cfg.optim.global_batch_size, total) == (64, 3000)
-        assert [s for s in range(1, total + 1) if s % every == 0] == [1000, 2000, 3000]
+        assert (cfg.optim.global_batch_size, total) == (64, 4000)
+        assert [s for s in range(1, total + 1) if s % every == 0] == [1000, 2000, 3000, 4000]
