@@ -33,8 +33,8 @@ import torch
 from models import build_model
 from puzzles.dataset import load_split
 from puzzles.errors import UserError, run_cli
-from train.data import check_shape, data_dir_of, dataset_shape
-from train.loader import _to_batch
+from train.data import check_shape, data_dir_of
+from train.evaluation import examples
 from train.model_io import load_run
 
 MODES = ("float32-compiled", "bfloat16", "bfloat16-compiled", "bf16-weights")
@@ -45,10 +45,10 @@ _SETTINGS = {  # mode -> (compute dtype, torch.compile, weights rounded to bf16)
 }
 
 
-def gradient(model, batch: dict[str, torch.Tensor], compile: bool) -> torch.Tensor:
-    """The flat float64 gradient of one supervision step's loss (per example) from the initial carry."""
+def gradient(model, forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The flat float64 gradient of one supervision step's loss (per example) from the initial carry;
+    `forward` is the model itself or its compiled wrapper."""
     model.zero_grad(set_to_none=True)
-    forward = torch.compile(model) if compile else model
     _, loss, _, _, _ = forward(model.initial_carry(batch), batch)
     (loss / batch["inputs"].shape[0]).backward()
     return torch.cat([p.grad.double().flatten() if p.grad is not None else torch.zeros(p.numel(), dtype=torch.float64)
@@ -64,30 +64,31 @@ def compare(run_path: str, data: str | None, modes: Sequence[str], batches: int,
     if data_dir is None or not data_dir.is_dir():
         raise UserError(f"the run's dataset {data_dir} is not here; pass --data DIR")
     split = load_split(data_dir, "train")
-    check_shape(dataset_shape(split), split)
+    check_shape(run.shape, split, run.arch.puzzle_emb_ndim > 0)
     arch = dataclasses.replace(run.arch, halt_exploration_prob=0.0)  # no random draws: one computation
     models = {}
 
     def model_for(mode: str):
+        """(model, forward) of a mode, built and compiled once."""
         if mode not in models:
-            dtype, _, rounded = _SETTINGS[mode]
+            dtype, compile, rounded = _SETTINGS[mode]
             m = build_model(run.name, arch, run.shape, dtype)
             m.load_state_dict({k: v.bfloat16().float() if rounded and v.is_floating_point() else v
                                for k, v in state.items()})
-            models[mode] = m.train()
+            models[mode] = (m.train(), torch.compile(m) if compile else m)
         return models[mode]
 
     rng = np.random.default_rng(seed)
-    n = len(split.puzzle_identifiers)
+    n = len(split)
     if n < batch_size:
-        raise UserError(f"--batch {batch_size} is larger than the train split ({n} puzzles)")
+        raise UserError(f"--batch {batch_size} is larger than the train split ({n} examples)")
     out = {mode: {"rel_err": [], "cosine": []} for mode in modes}
     for _ in range(batches):
         rows = rng.choice(n, batch_size, replace=False)
-        batch = {k: torch.from_numpy(v) for k, v in _to_batch(split, rows, rows).items()}
-        ref = gradient(model_for("float32"), batch, False)
+        batch = {k: torch.from_numpy(v) for k, v in examples(split, rows).items() if k != "index"}
+        ref = gradient(*model_for("float32"), batch)
         for mode in modes:
-            g = gradient(model_for(mode), batch, _SETTINGS[mode][1])
+            g = gradient(*model_for(mode), batch)
             out[mode]["rel_err"].append(((g - ref).norm() / ref.norm()).item())
             out[mode]["cosine"].append(torch.nn.functional.cosine_similarity(g, ref, dim=0).item())
     return {"run": run_path, "step": run.payload.get("step"), "batches": batches, "batch": batch_size, "modes": out}

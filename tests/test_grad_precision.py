@@ -65,3 +65,13 @@ def test_missing_run_and_missing_data_are_refused(run, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert run_cli(main, [str(run_dir), "--data", str(tmp_path / "no-data")]) == 2
     assert "pass --data" in capsys.readouterr().err
+
+
+def test_data_that_does_not_fit_the_model_is_refused(run, tmp_path, capsys):
+    from puzzles.build import main as build_main
+    run_dir, _ = run
+    maze = tmp_path / "maze"
+    build_main(["maze", "--preset", "tiny", "--out", str(maze), "--no-progress"])
+    assert run_cli(main, [str(run_dir), "--data", str(maze), "--batch", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "but the model expects" in err and "\n" not in err
