@@ -255,14 +255,20 @@ def test_quick_arc_set_is_the_same_from_any_directory(tmp_path):
                for part in ("train", "test") for ex in t[part] for r in [ex["input"], ex["output"]])
 
 
-def test_maze_quick_schedule_is_4000_steps_of_64_with_four_evaluations():
+def test_maze_quick_schedule_on_the_real_set_size():
     """The maze preset's step count and evaluation points on the real quick set's size (16000 maze
-    groups): the schedule measured (docs/maze_arc.md), not whatever epochs x batch gives."""
+    groups): the schedules measured (docs/maze_arc.md), not whatever epochs x batch gives. trm
+    trains with Muon for 2000 steps and is evaluated where its halting head stops, the others with
+    AdamATan2 for 4000 and evaluated after all supervision steps."""
     from types import SimpleNamespace
 
     from train.run_state import schedule
-    for model in ("trm", "hrm", "trm-mlp", "transformer"):
+    for model, optimizer, steps, evals in (("trm", "muon", 2000, [500, 1000, 1500, 2000]),
+                                           ("hrm", "adam", 4000, [1000, 2000, 3000, 4000]),
+                                           ("trm-mlp", "adam", 4000, [1000, 2000, 3000, 4000]),
+                                           ("transformer", "adam", 4000, [1000, 2000, 3000, 4000])):
         cfg = PRESETS["quick"]("maze", model)
         total, every = schedule(cfg, SimpleNamespace(num_groups=16000, meta={"mean_puzzle_examples": 1.0}))
-        assert (cfg.optim.global_batch_size, total) == (64, 4000)
-        assert [s for s in range(1, total + 1) if s % every == 0] == [1000, 2000, 3000, 4000]
+        assert (cfg.optim.global_batch_size, cfg.optim.optimizer, total) == (64, optimizer, steps), model
+        assert [s for s in range(1, total + 1) if s % every == 0] == evals, model
+        assert cfg.eval.mode == ("adaptive" if model == "trm" else "fixed"), model
