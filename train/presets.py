@@ -115,8 +115,8 @@ QUICK: tuple[Row, ...] = (
         optim=dict(global_batch_size=64, epochs=16), eval=dict(interval=4, batch_size=250)),
     Row(("maze",), ("trm",), "Muon on the recursion's matrices at the same lr: 0.862 exact at step 1000 "
         "where AdamATan2 had 0.248, same step time; 8 epochs = 2000 steps, evaluated where the halting "
-        "head stops (1.3 of 8 steps): 0.904 / 0.918 exact on two seeds, where all 8 steps give 0.776 / "
-        "0.872; evaluations every 500 steps (docs/maze_arc.md)",
+        "head stops (1.3 of 8 steps): 0.934 / 0.922 / 0.932 exact on three seeds at 2 threads, where all "
+        "8 steps give 0.762 / 0.668 / 0.944; evaluations every 500 steps (docs/maze_arc.md)",
         optim=dict(optimizer="muon", epochs=8), eval=dict(interval=2, mode="adaptive")),
     # --- ARC on a 10x10 canvas: ARC-AGI-1 (+ ConceptARC) tasks whose grids all fit it
     Row(("arc",), ALL, "the per-task puzzle embedding says which task is being solved; every augmented "
