@@ -208,11 +208,14 @@ class SystemConfig:
     checkpoint_interval: int = 500  # steps between checkpoints (one is always written at the end)
     threads: int = 0  # > 0 sets torch's intra-op threads (CPU)
     sync_free: bool = False  # no host read inside a step (train/step.py); bad steps counted at log lines
+    malloc: str = "auto"  # auto (glibc keeps freed tensor memory for reuse: train/allocator.py) | default
 
     def __post_init__(self):  # before any work: torch answers these only with a traceback, or later
         for name, low in (("checkpoint_interval", 1), ("threads", 0), ("seed", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"system.{name} must be >= {low}, got {getattr(self, name)}")
+        if self.malloc not in ("auto", "default"):
+            raise ValueError(f"system.malloc must be auto or default, got {self.malloc!r}")
 
 
 @dataclass

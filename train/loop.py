@@ -43,7 +43,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     check_memory(cfg)  # before anything is built: the precision probe already allocates at the model's width
     if cfg.system.threads:  # before setup: the precision probe measures with these threads
         torch.set_num_threads(cfg.system.threads)
-    system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile, width=cfg.arch.hidden_size)
+    system = setup_system(cfg.system.device, cfg.system.dtype, cfg.system.compile, width=cfg.arch.hidden_size,
+                          malloc=cfg.system.malloc)
     lock = []  # the run folder's lock, held until the run ends
     try:
         state = open_run(cfg, system, run_dir_of(cfg), resume, lock)

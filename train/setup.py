@@ -1,4 +1,4 @@
-"""One place that decides where and how a run executes: device, distributed, compile, precision.
+"""One place that decides where and how a run executes: device, distributed, compile, precision, malloc.
 
 `setup_system(cfg)` is called once per run, in this fixed order (device -> distributed -> precision
 -> compile, since whether compiling pays depends on the dtype), and prints each choice with the
@@ -25,6 +25,7 @@ from models.config import dtype_name
 from puzzles.errors import UserError
 
 from . import collectives
+from .allocator import tune_malloc
 
 
 @dataclass
@@ -232,10 +233,9 @@ def _compile_default(dev: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
 
 
 def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto",
-                 verbose: bool = True, width: int = 128) -> System:
-    """Decide device, distributed setup, compile and precision; print what was chosen and why.
-
-    `width` is the model's hidden size: the precision probe times a matmul of that width."""
+                 verbose: bool = True, width: int = 128, malloc: str = "auto") -> System:
+    """Decide device, distributed setup, compile, precision and malloc (train/allocator.py); print
+    what was chosen and why. `width`: the model's hidden size, the precision probe's matmul width."""
     lines = []
     dev, why = _pick_device(device)
     rank, world_size, local_rank = 0, 1, 0
@@ -273,6 +273,7 @@ def setup_system(device: str = "auto", dtype: str = "auto", compile: str = "auto
     else:
         raise UserError(f"system.compile must be auto, on or off, got {compile!r}")
     lines.append(f"compile: {'on' if use_compile else 'off'} ({cwhy})")
+    lines.append(tune_malloc(malloc))
     if dev.type == "cpu":
         # Same seed, same run: inductor's multi-threaded CPU kernels otherwise sum some gradients
         # with atomics in whatever order the threads arrive (two compiled runs of the same seed
