@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models import MODELS, Carry, ModelConfig, build_model, load_reference_state_dict
-from models.layers import swiglu_width, trunc_normal_
+from models.layers import Block, rms_norm, swiglu_width, trunc_normal_
 from models.losses import IGNORE_LABEL_ID, token_cross_entropy
 from models.params import main as params_main
 
@@ -358,3 +358,32 @@ def test_compiled_supervision_step_matches_eager():
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+
+def test_token_mixer_layouts_agree():
+    """float32 mixes positions position-major (W @ (T, B*C)), other dtypes channel-major as the
+    reference ((B*C, T) rows @ W^T): the same map, so values and gradients agree with the
+    channel-major formula in float64 up to float32 rounding."""
+    torch.manual_seed(0)
+    block = Block(16, 2, 4.0, 1e-5, mlp_t=True, total_len=9)
+    h = torch.randn(3, 9, 16)
+
+    def channel_major(x: torch.Tensor) -> torch.Tensor:
+        xt = x.transpose(1, 2)  # (B, C, T): each channel's T positions as one row
+        gate, up = block.mlp_t.gate_up_proj(xt).chunk(2, dim=-1)
+        return rms_norm(xt + block.mlp_t.down_proj(torch.nn.functional.silu(gate) * up), 1e-5).transpose(1, 2)
+
+    a = h.clone().requires_grad_(True)
+    ours = block.mix_positions(a)
+    ours.square().sum().backward()
+    grads = [a.grad] + [p.grad.clone() for p in block.mlp_t.parameters()]
+    block.zero_grad()
+    block.double()
+    b = h.double().requires_grad_(True)
+    want = channel_major(b)
+    want.square().sum().backward()
+    torch.testing.assert_close(ours.double(), want.detach(), rtol=1e-5, atol=1e-6)
+    for got, exact in zip(grads, [b.grad] + [p.grad for p in block.mlp_t.parameters()]):
+        torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(block.mix_positions(b.detach()), want.detach())  # float64: channel-major
