@@ -267,9 +267,10 @@ class Block(nn.Module):
         if h.dtype != torch.float32:
             ht = rearrange(h, "b t c -> b c t")
             return rearrange(rms_norm(ht + self.mlp_t(ht), self.eps), "b c t -> b t c")
-        b, t, c = h.shape
         hp = rearrange(h, "b t c -> t (b c)")
-        return rearrange(rms_norm(hp + self.mlp_t.forward_columns(hp), self.eps, dim=0), "t (b c) -> b t c", b=b)
+        mixed = rms_norm(hp + self.mlp_t.forward_columns(hp), self.eps, dim=0)
+        # contiguous: a carry with other strides than the last step's would make torch.compile recompile
+        return rearrange(mixed, "t (b c) -> b t c", b=h.shape[0]).contiguous()
 
 
 class ReasoningModule(nn.Module):
