@@ -259,18 +259,24 @@ class Block(nn.Module):
 
     def mix_positions(self, h: torch.Tensor) -> torch.Tensor:
         """TRM-MLP's token mixer on (B, T, C): h + SwiGLU over the T positions of each channel,
-        normalised over positions. One map, two layouts of its products, chosen by speed on a CPU:
-        float32 runs position-major (the weights multiply a (T, B*C) matrix from the left, which
-        leaves its backward fewer transposed operands: the quick shape's float32 step 0.066 ->
-        0.057 s on a 2-core Xeon), bf16 channel-major as the reference writes it ((B*C, T) rows,
-        faster for the bf16 kernels)."""
-        if h.dtype != torch.float32:
+        normalised over positions. One map; the layout of its products is chosen by speed on a CPU
+        (quick shape, 2-core Xeon, the trainer's step driven alone, alternating, quiet):
+        float32 runs position-major: the weights multiply a (T, B*C) matrix from the left, which
+        leaves its backward fewer transposed operands (step 0.066 -> 0.057 s);
+        bf16 runs channel-major as the reference writes it ((B*C, T) rows times the weights; AMX
+        kernels are faster that way), and without autograd on explicit 2-D rows, which inductor
+        would otherwise turn into a batched product against a broadcast weight (step 37.5 -> 35.3 ms)."""
+        if h.dtype == torch.float32:
+            hp = rearrange(h, "b t c -> t (b c)")
+            mixed = rms_norm(hp + self.mlp_t.forward_columns(hp), self.eps, dim=0)
+            # contiguous: a carry with other strides than the last step's would make torch.compile recompile
+            return rearrange(mixed, "t (b c) -> b t c", b=h.shape[0]).contiguous()
+        if torch.is_grad_enabled():
             ht = rearrange(h, "b t c -> b c t")
             return rearrange(rms_norm(ht + self.mlp_t(ht), self.eps), "b c t -> b t c")
-        hp = rearrange(h, "b t c -> t (b c)")
-        mixed = rms_norm(hp + self.mlp_t.forward_columns(hp), self.eps, dim=0)
-        # contiguous: a carry with other strides than the last step's would make torch.compile recompile
-        return rearrange(mixed, "t (b c) -> b t c", b=h.shape[0]).contiguous()
+        rows = rearrange(h, "b t c -> (b c) t")
+        mixed = rms_norm(rows + self.mlp_t(rows), self.eps)
+        return rearrange(mixed, "(b c) t -> b t c", b=h.shape[0]).contiguous()
 
 
 class ReasoningModule(nn.Module):

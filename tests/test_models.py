@@ -363,8 +363,8 @@ def test_compiled_supervision_step_matches_eager():
 
 def test_token_mixer_layouts_agree():
     """float32 mixes positions position-major (W @ (T, B*C)), other dtypes channel-major as the
-    reference ((B*C, T) rows @ W^T): the same map, so values and gradients agree with the
-    channel-major formula in float64 up to float32 rounding."""
+    reference ((B*C, T) rows @ W^T; on 2-D rows without autograd): the same map, so values and
+    gradients agree with the channel-major formula in float64 up to float32 rounding."""
     torch.manual_seed(0)
     block = Block(16, 2, 4.0, 1e-5, mlp_t=True, total_len=9)
     h = torch.randn(3, 9, 16)
@@ -388,3 +388,6 @@ def test_token_mixer_layouts_agree():
     for got, exact in zip(grads, [b.grad] + [p.grad for p in block.mlp_t.parameters()]):
         torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(block.mix_positions(b.detach()), want.detach())  # float64: channel-major
+    with torch.no_grad():  # ... on explicit 2-D rows without autograd (rms_norm rounds through float32)
+        torch.testing.assert_close(block.mix_positions(b.detach()), want.detach(), rtol=1e-6, atol=1e-6)
+        assert block.mix_positions(b.detach()).is_contiguous()
