@@ -48,7 +48,7 @@ import torch
 
 from models import ArchConfig, build_model, load_reference_state_dict
 from puzzles.errors import UserError, run_cli
-from train.allocator import tune_malloc
+from train.allocator import MODES as MALLOC_MODES, tune_malloc
 from train.setup import cpu_description
 
 from .flops import measured_stats, step_flops
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="torch.set_num_threads (0 = torch's default). On a loaded machine 1 thread avoids "
                         "OpenMP barrier stalls that can cost 10x; say so when you quote figures")
     p.add_argument("--sync-free", action="store_true", help="the trainer's sync-free step (system.sync_free)")
-    p.add_argument("--malloc", choices=("auto", "default"), default="auto",
+    p.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
                    help="malloc settings as the trainer's system.malloc (train/allocator.py); default: glibc's own")
     p.add_argument("--ref-dir", default="", metavar="DIR",
                    help="a TinyRecursiveModels checkout (needs pydantic): its own training step is timed beside "

@@ -64,6 +64,9 @@ def test_the_environment_s_own_choice_is_left_alone(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
     assert tune_malloc("auto") == "malloc: left as the environment set it (MALLOC_TRIM_THRESHOLD_)"
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
+    assert tune_malloc("auto") == "malloc: left as the environment set it (GLIBC_TUNABLES)"
+    monkeypatch.delenv("GLIBC_TUNABLES")
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
     assert "jemalloc" in tune_malloc("auto")
     assert tune_malloc("default") == "malloc: left as it is (system.malloc=default)"

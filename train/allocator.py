@@ -42,13 +42,15 @@ def _glibc() -> ctypes.CDLL | None:
 def tune_malloc(mode: str = "auto") -> str:
     """Apply the thresholds above where they are ours to set; return what was done, as one line.
 
-    auto: fix them under glibc unless the environment already chose (a MALLOC_*_ setting, or an
-    allocator in LD_PRELOAD); default: leave malloc alone. Idempotent."""
+    auto: fix them under glibc unless the environment already chose (a MALLOC_*_ setting, glibc.malloc
+    tunables, or an allocator in LD_PRELOAD); default: leave malloc alone. Idempotent."""
     if mode not in MODES:
         raise UserError(f"system.malloc must be one of {MODES}, got {mode!r}")
     if mode == "default":
         return "malloc: left as it is (system.malloc=default)"
     chosen = [name for name in ENV_SETTINGS if name in os.environ]
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        chosen.append("GLIBC_TUNABLES")
     preload = [lib for lib in ("jemalloc", "tcmalloc", "mimalloc") if lib in os.environ.get("LD_PRELOAD", "")]
     if chosen or preload:
         return f"malloc: left as the environment set it ({', '.join(chosen + preload)})"

@@ -19,6 +19,7 @@ from models import ArchConfig
 from puzzles.families import FAMILIES
 
 from . import curriculum
+from .allocator import MODES as MALLOC_MODES
 from .sampling import NOISE, check_options
 
 MODEL_NAMES = ("hrm", "trm", "trm-mlp", "transformer", "ut", "rrt", "mor")
@@ -214,7 +215,7 @@ class SystemConfig:
         for name, low in (("checkpoint_interval", 1), ("threads", 0), ("seed", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"system.{name} must be >= {low}, got {getattr(self, name)}")
-        if self.malloc not in ("auto", "default"):
+        if self.malloc not in MALLOC_MODES:
             raise ValueError(f"system.malloc must be auto or default, got {self.malloc!r}")
 
 
