@@ -44,7 +44,7 @@ print(json.dumps({"line": line, "faults": resource.getrusage(resource.RUSAGE_SEL
 
 
 def faults_per_step(mode: str) -> tuple[str, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
     out = subprocess.run([sys.executable, "-c", STEP, mode], cwd=ROOT, env=env | {"PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=300, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])

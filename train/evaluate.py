@@ -145,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def system_for(cfg):
         if cfg.system.threads:
             torch.set_num_threads(cfg.system.threads)
-        systems.append(setup_system(cfg.system.device, cfg.system.dtype, "off", width=cfg.arch.hidden_size))
+        systems.append(setup_system(cfg.system.device, cfg.system.dtype, "off", width=cfg.arch.hidden_size,
+                                    malloc=cfg.system.malloc))
         return systems[-1]
 
     target = Path(args.target)
