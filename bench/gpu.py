@@ -43,7 +43,7 @@ from models import build_model, load_reference_state_dict
 from puzzles.errors import UserError, run_cli
 
 from .flops import step_flops
-from .step_shapes import BenchConfig, _sync, matmul_peak, random_batches
+from .step_shapes import BenchConfig, sync_device, matmul_peak, random_batches
 
 CASES = {  # row -> (family, model, cells, vocab): the datasets' shapes at paper scale
     "trm-arc": ("arc", "trm", 900, 12),
@@ -166,7 +166,7 @@ def _timed(step, steps: int, warmup: int, device: torch.device) -> dict:
     for i in range(warmup + steps):
         t = time.perf_counter()
         losses.append(step(i))
-        _sync(device)
+        sync_device(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None

@@ -71,7 +71,7 @@ CONFIGS = {
 
 
 # --- timing -------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -84,10 +84,10 @@ def matmul_peak(dtype: torch.dtype, device: torch.device = torch.device("cpu"), 
         a @ b
     best = float("inf")
     for _ in range(reps):
-        _sync(device)
+        sync_device(device)
         t = time.perf_counter()
         a @ b
-        _sync(device)
+        sync_device(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 

@@ -52,7 +52,7 @@ from train.allocator import MODES as MALLOC_MODES, tune_malloc
 from train.setup import cpu_description
 
 from .flops import measured_stats, step_flops
-from .step_shapes import CONFIGS, _sync, matmul_peak, random_batches
+from .step_shapes import CONFIGS, sync_device, matmul_peak, random_batches
 
 MODES = {"fp32-eager": ("fp32", False), "fp32-compiled": ("fp32", True), "bf16-eager": ("bf16", False),
          "bf16-compiled": ("bf16", True)}
@@ -121,7 +121,7 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
         with checkout_modules(ref_dir):
             t = time.perf_counter()
             ref_losses.append(ref(batches[i % len(batches)], i + 1))
-            _sync(dev)
+            sync_device(dev)
             seconds = time.perf_counter() - t
         ref_graphs.append(tuple(a - b for a, b in zip(_compiled(), before)))
         return seconds
@@ -133,14 +133,14 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
         carry = result.carry
         if i == 0:
             graphs_after_first, first_loss = counters["stats"]["unique_graphs"], result.loss.detach()
-    _sync(dev)
+    sync_device(dev)
     warm_s = time.perf_counter() - t0
     ref_warm_s = sum(ref_step(i) for i in range(warmup)) if ref else 0.0
     times, bare, sums, bare_carry = [], [], {}, carry
     for i in range(steps):
         t = time.perf_counter()
         result = trainer(carry, batches[i % len(batches)], warmup + i + 1)
-        _sync(dev)
+        sync_device(dev)
         times.append(time.perf_counter() - t)
         carry = result.carry
         if first_loss is None:
@@ -148,7 +148,7 @@ def measure(name: str, dtype: str = "fp32", compile: bool = False, steps: int = 
         t = time.perf_counter()  # the bare model step: forward + backward only
         bare_carry, loss, *_ = trainer.forward(bare_carry, batches[(i + 1) % len(batches)])
         (loss / bench.batch).backward()
-        _sync(dev)
+        sync_device(dev)
         bare.append(time.perf_counter() - t)
         model.zero_grad(set_to_none=True)
         if ref:
