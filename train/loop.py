@@ -33,7 +33,7 @@ from .logger import require_logger
 from .memory import check_memory
 from .run import StopRequest, run_dir_of
 from .run_state import RunState, open_run
-from .scoring import arc_copy_baseline
+from .scoring import arc_copy_baseline, collapse_warning
 from .setup import setup_system, teardown_system
 
 
@@ -194,8 +194,11 @@ def arc_line(final: dict, data_dir: Path, run_dir: Path) -> str:
     """The held-out ARC figures beside the copy-the-input floor, and where the other baselines come from."""
     copy = arc_copy_baseline(data_dir)
     floor = "" if copy is None else f" (copying the input: {copy:.3f})"
-    return (f"ARC held-out test inputs, voted: pass@1 {final.get('pass@1', 0):.3f}, pass@2 {final['pass@2']:.3f}{floor}; "
+    line = (f"ARC held-out test inputs, voted: pass@1 {final.get('pass@1', 0):.3f}, pass@2 {final['pass@2']:.3f}{floor}; "
             f"an untrained model of this shape: python -m bench.arc_baselines {data_dir} --checkpoint {run_dir}")
+    warning = collapse_warning(final, run_dir)
+    return line + (f"\n{warning}" if warning else "")
+
 
 
 def finish(s: RunState) -> dict:

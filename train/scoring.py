@@ -2,7 +2,7 @@
 
     sums = score(res, family, info)            # sums, not means: ranks add them before dividing
     metrics = reduce(sums, system)             # means over the counted examples, plus "count"
-    metrics |= arc_vote(res, data_dir, out_dir, system)     # pass@K; writes submission.json
+    metrics |= arc_vote(res, data_dir, out_dir, system)     # pass@K, answer collapse; writes submission.json
 
 Metrics: accuracy (cells), exact_accuracy (whole answers), q_halt_accuracy (the halting head's
 "I am right" agrees with exactness), steps (steps run), halt_steps (step at which the halting head
@@ -12,6 +12,9 @@ ARC adds changed_cell_accuracy: the accuracy on the cells whose answer differs f
 are canvas tokens; the answer's PAD cells are the ignore label), so copying the input scores 0 where
 plain accuracy rewards it for every unchanged cell; a mean over the examples that have such cells.
 On an in-context dataset (`info["slots"]`) the answer slot is compared with the query input's slot.
+After voting, same_answer_share is the share of held-out test inputs given the most common answer
+grid and same_truth_share the same share among their true outputs: a collapsed model (one grid
+for every task) shows the first near 1 while pass@K alone only looks poor.
 """
 from __future__ import annotations
 
@@ -71,6 +74,17 @@ def reduce(sums: dict[str, float], system) -> dict[str, float]:
     return means
 
 
+def collapse_warning(metrics: dict, run_dir: Path | str = "RUN") -> str:
+    """A warning (or "") when most ARC test inputs got one and the same answer grid while their true
+    outputs are not that alike (at least twice as concentrated): the run may have collapsed to one answer."""
+    same, truth = metrics.get("same_answer_share", 0.0), metrics.get("same_truth_share", 0.0)
+    if same < 0.5 or same < 2 * truth:
+        return ""
+    return (f"warning: {same:.0%} of the held-out test inputs got the same answer grid (their true outputs: "
+            f"{truth:.0%} alike); the model may have collapsed to one answer (see its predictions: "
+            f"python -m train.visualize {run_dir})")
+
+
 def arc_copy_baseline(data_dir: Path) -> float | None:
     """pass@2 (= pass@1) of copying each held-out test input as its answer, the floor an ARC run's
     pass@K is read against; None for a dataset without test_puzzles.json."""
@@ -101,4 +115,6 @@ def arc_vote(res: dict, data_dir: Path, out_dir: Path | None, system, slots: int
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         atomic_write(Path(out_dir) / "submission.json", json.dumps(voter.submission(), indent=1))
     # empty predicted grids never become attempts; how many were replaced is reported with pass@K
-    return voter.pass_at() | {"empty_attempts_replaced": float(voter.empty_attempts())}
+    same_answer, same_truth = voter.answer_concentration()
+    return voter.pass_at() | {"empty_attempts_replaced": float(voter.empty_attempts()),
+                              "same_answer_share": same_answer, "same_truth_share": same_truth}

@@ -4,6 +4,7 @@
     for batch, preds, q in eval_loop:                # tokens (B, canvas**2), q = sigmoid(q_halt_logits)
         voter.add(batch["puzzle_identifiers"], batch["inputs"], preds, q)
     voter.pass_at()     # {"pass@1": ..., "pass@2": ..., ...}
+    voter.answer_concentration()  # (share of inputs given the most common answer, same for the truth)
     voter.submission()  # {task: [{"attempt_1": grid, "attempt_2": grid} per test input]}
 
 As the reference evaluator (fixture README 5.3): each non-blank row is cropped (input and
@@ -17,6 +18,7 @@ in its query-output slot are the ones read (`encoding.query_slots`).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -163,6 +165,23 @@ class ArcVoter:
         filled with the next answer or the test input instead."""
         return sum(not _has_cells(self.grids[h]) for task, pairs in self.tasks.items()
                    for k in range(len(pairs)) for h in self.ranked(task, k)[:attempts])
+
+    def answer_concentration(self) -> tuple[float, float]:
+        """(share of answered test inputs whose top answer is the most common top answer, the same
+        share among their true outputs). A model that collapsed to one grid for every task (all
+        black, say) shows a first figure near 1 where the second is small; pass@K alone hides it."""
+        tops, truths = [], []
+        for task, pairs in self.tasks.items():
+            for k, (_, h_out) in enumerate(pairs):
+                ranked = self.ranked(task, k)
+                if ranked:
+                    tops.append(ranked[0])
+                    truths.append(h_out)
+
+        def top_share(hashes: list) -> float:
+            known = Counter(h for h in hashes if h is not None)
+            return known.most_common(1)[0][1] / known.total() if known else 0.0
+        return top_share(tops), top_share(truths)
 
     def state(self) -> dict:
         """Picklable votes, to gather from other processes and `merge` into one voter."""
