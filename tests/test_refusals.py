@@ -7,6 +7,8 @@ Run: python -m pytest -q tests/test_refusals.py
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 from pathlib import Path
@@ -128,6 +130,22 @@ def test_model_too_large_for_memory_is_one_line(tmp_path, sudoku_data, capsys, m
     for preset in PRESETS.values():  # every shipped recipe fits this machine
         for family, model in (("sudoku", "trm-mlp"), ("maze", "trm"), ("arc", "hrm")):
             check_memory(preset(family, model))
+
+
+def test_memory_estimate_counts_the_embedding_as_keyed():
+    from models.embedding import TaskPuzzleEmbedding
+    from train.memory import training_bytes
+    cfg = next(iter(PRESETS.values()))("arc", "trm")
+    ids, ndim = 100_000, cfg.arch.puzzle_emb_ndim
+    assert ndim > 0
+    per_copy, act = training_bytes(cfg, 900, ids)
+    cfg.arch = dataclasses.replace(cfg.arch, puzzle_emb_keying="per_task")
+    per_task, act2 = training_bytes(cfg, 900, ids)
+    assert act == act2 and per_copy - per_task == ids * (4 * ndim - 4 * TaskPuzzleEmbedding.refs)
+    # still a lower bound: the real per-task embedding's buffers for 1,000 copies of 10 tasks are larger
+    emb = TaskPuzzleEmbedding(1000, 10, ndim, torch.float32)
+    real = sum(b.numel() * b.element_size() for b in emb.buffers())
+    assert 0 < training_bytes(cfg, 900, 1000)[0] - training_bytes(cfg, 900, 0)[0] <= real
 
 
 # --- 3. smaller silent ones ---------------------------------------------------------------------

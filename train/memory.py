@@ -5,8 +5,9 @@
 An absurd config (arch.hidden_size=100000) otherwise ends in the allocator's "tried to allocate
 213 GB" traceback, after the run folder was made. The estimate counts only what the run surely
 needs, so a config that fits is never refused: the dense blocks' weights, gradients, optimiser
-moments and EMA copy in float32, the puzzle-embedding table, and one net call's stored activations
-(block input and SwiGLU hidden) for one process's share of the batch.
+moments and EMA copy in float32, the puzzle-embedding table (keyed per task: only the copies' row
+keys), and one net call's stored activations (block input and SwiGLU hidden) for one process's
+share of the batch.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 
 import torch
 
+from models.embedding import TaskPuzzleEmbedding
 from models.layers import swiglu_width
 
 from .config import TrainConfig
@@ -37,7 +39,11 @@ def training_bytes(cfg: TrainConfig, seq_len: int = 1, identifiers: int = 1) -> 
     else:
         blocks = arch.L_layers
     copies = 2 + (2 if optim.optimizer == "adam" else 1) + (1 if optim.ema else 0)  # weights, grads, moments, EMA
-    params = 4 * (copies * blocks * per_block + identifiers * arch.puzzle_emb_ndim)
+    if arch.puzzle_emb_keying == "per_task":  # the task table size is unknown here: count the copies' int32 row keys
+        table = identifiers * TaskPuzzleEmbedding.refs * 4
+    else:
+        table = identifiers * arch.puzzle_emb_ndim * 4  # a float32 vector per augmented copy
+    params = 4 * copies * blocks * per_block + table
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     rows = max(1, optim.global_batch_size // world)
     element = 4 if cfg.system.dtype in ("float32", "fp32") else 2  # auto may compute in bf16
