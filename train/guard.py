@@ -15,6 +15,7 @@ inf-norm is ~20x slower on the CPU, so it is kept for `max_abs`, checked only be
 A step that fails the check is skipped whole (train/optim.py), so nothing needs restoring: the
 weights, moments, EMA and puzzle table stay those of the last finite step. The verdict is a 0-dim
 bool tensor on the device; the caller decides whether and when to read it on the host.
+`LossWatch` watches what the guard lets through: a finite loss that climbs (one warning).
 """
 from __future__ import annotations
 
@@ -64,3 +65,26 @@ def stays_finite(bounds: list[Bound]) -> torch.Tensor:
             ok = ok & (maxima[i:i + len(values)].amax() * abs(b.decay) + b.step <= STATE_LIMIT)
         i += len(values)
     return ok
+
+
+class LossWatch:
+    """Finite divergence, which the guard lets through: warns once when the logged training loss has
+    climbed to at least twice its lowest logged value and at least 0.5 nats above it. Both, because a
+    loss near 0 (a solved Sudoku set) triples on noise alone, and 0.5 nats is a fifth of an untrained
+    10-way guess. From the start of this process (a resumed run starts afresh)."""
+
+    def __init__(self) -> None:
+        self.lowest, self.lowest_step, self.warned = math.inf, 0, False
+
+    def check(self, loss: float, step: int) -> str:
+        """Record the loss logged at `step`; the warning, the first time it is due, else ""."""
+        if not math.isfinite(loss):
+            return ""
+        if loss < self.lowest:
+            self.lowest, self.lowest_step = loss, step
+        if self.warned or loss < max(2 * self.lowest, self.lowest + 0.5):
+            return ""
+        self.warned = True
+        return (f"warning: the training loss {loss:.3f} at step {step} is {loss / self.lowest:.1f}x its lowest "
+                f"({self.lowest:.3f} at step {self.lowest_step}): the run may be diverging; to go on from a "
+                f"checkpoint with a lower lr: --resume optim.lr=<lower>")

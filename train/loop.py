@@ -19,6 +19,7 @@ SIGTERM exits with 143), and `run_dir/.lock` keeps a second trainer out of a fol
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def log_training(s: RunState, window: MetricWindow, lr: float, bar: tqdm) -> Non
     stats = {f"train/{k}": v for k, v in window.take(s.cfg.optim.global_batch_size).items()} | {
         "train/lr": lr, "train/skipped_steps": s.bad_total, "time/train_seconds": s.elapsed}
     s.logger.log(s.step, stats)
+    warning = s.loss_watch.check(stats.get("train/lm_loss", math.nan), s.step)
+    if warning and s.system.is_main:
+        bar.write(warning)
     bar.set_postfix(loss=f"{stats.get('train/lm_loss', float('nan')):.3f}",
                     acc=f"{stats.get('train/accuracy', float('nan')):.3f}",
                     exact=f"{stats.get('train/exact_accuracy', float('nan')):.3f}", refresh=False)

@@ -27,6 +27,7 @@ from .data import (check_family, check_run_data, check_shape, data_dir_of, data_
                    ensure_dataset, require_run_data)
 from .errors import ConfigError, TrainError
 from .evaluation import evaluate_split
+from .guard import LossWatch
 from .loader import TrainLoader
 from .logger import MetricsLogger
 from .model_io import config_from_checkpoint, load_run, model_record
@@ -113,6 +114,7 @@ class RunState:
     eval_seconds: float = 0.0  # of the last evaluation
     last_eval: dict = field(default_factory=dict)
     train_rows: SplitRows | None = None  # eval.train_examples rows of the train split, scored at every evaluation
+    loss_watch: LossWatch = field(default_factory=LossWatch)  # warns once if the logged loss climbs far
 
     @property
     def ckpt_path(self) -> Path:
