@@ -72,6 +72,9 @@ def load_reference(ref_dir: str, model_name: str) -> SimpleNamespace:
         raise UserError(f"{ref_dir}: not a TinyRecursiveModels checkout (no models/losses.py)")
     module, cls = CLASSES[model_name]
     net = importlib.import_module("models." + module)
+    package = sys.modules["models"]  # a namespace package, whose __file__ is None: Python 3.11's
+    if getattr(package, "__file__", None) is None:  # inspect.getmodule, which torch runs while it traces, fails on it
+        package.__file__ = os.path.join(os.path.abspath(ref_dir), "models", "__init__.py")
     losses = importlib.import_module("models.losses")
     sparse = importlib.import_module("models.sparse_embedding")
     ema = importlib.import_module("models.ema")

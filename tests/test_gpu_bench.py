@@ -95,3 +95,27 @@ def test_reference_step_starts_from_our_weights(capsys):
     eager, ref = table["trm-arc", "eager"], table["trm-arc", "reference"]
     assert loss(ref["loss@1"]) == pytest.approx(loss(eager["loss@1"]), rel=1e-2)
     assert loss(ref["loss@N"]) == pytest.approx(loss(eager["loss@N"]), rel=5e-2)
+
+
+def test_checkout_namespace_package_leaves_inspect_working(tmp_path):
+    """The checkout's `models` has no __init__.py; Python 3.11's inspect.getmodule, which torch runs
+    when a module it imports lazily while tracing registers a custom op, failed on such a package in
+    sys.modules (the reference row read "failed: ... is a built-in module" after an eager run)."""
+    import inspect
+
+    from bench.reference_step import checkout_modules, load_reference
+    for name, text in {"losses.py": "class ACTLossHead: pass\n",
+                       "sparse_embedding.py": "class CastedSparseEmbeddingSignSGD_Distributed: pass\n",
+                       "ema.py": "class EMAHelper: pass\n",
+                       "recursive_reasoning/trm.py": "class TinyRecursiveReasoningModel_ACTV1: pass\n"}.items():
+        (tmp_path / "models" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "models" / name).write_text(text)
+    import models as ours
+    # getmodule with a file it has not seen walks sys.modules, noting each module's file (ours here)
+    assert inspect.getmodule(compile("", "a.py", "exec"), str(tmp_path / "a.py")) is None
+    with checkout_modules(str(tmp_path)):
+        ref = load_reference(str(tmp_path), "trm")
+        assert ref.model_cls.__module__ == "models.recursive_reasoning.trm"
+        assert inspect.getmodule(compile("", "b.py", "exec"), str(tmp_path / "b.py")) is None  # `models` moved
+    import models
+    assert models is ours
