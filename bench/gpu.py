@@ -43,7 +43,7 @@ from models import build_model, load_reference_state_dict
 from puzzles.errors import UserError, run_cli
 
 from .flops import step_flops
-from .step_shapes import BenchConfig, sync_device, matmul_peak, random_batches
+from .step_shapes import BenchConfig, matmul_peak, random_batches, sync_device
 
 CASES = {  # row -> (family, model, cells, vocab): the datasets' shapes at paper scale
     "trm-arc": ("arc", "trm", 900, 12),

@@ -52,7 +52,7 @@ from train.allocator import MODES as MALLOC_MODES, tune_malloc
 from train.setup import cpu_description
 
 from .flops import measured_stats, step_flops
-from .step_shapes import CONFIGS, sync_device, matmul_peak, random_batches
+from .step_shapes import CONFIGS, matmul_peak, random_batches, sync_device
 
 MODES = {"fp32-eager": ("fp32", False), "fp32-compiled": ("fp32", True), "bf16-eager": ("bf16", False),
          "bf16-compiled": ("bf16", True)}

@@ -340,6 +340,7 @@ def test_voter_measures_collapse_to_one_answer(tiny):
     assert collapse_warning({"same_answer_share": truth, "same_truth_share": truth}) == ""
     assert collapse_warning({"same_answer_share": 0.6, "same_truth_share": 0.4}) == ""  # the truth is that alike
     assert collapse_warning({}) == ""  # not an ARC run
+    assert "(their true outputs are not given)" in collapse_warning({"same_answer_share": 0.9, "same_truth_share": 0.0})
     assert arc.ArcVoter(build.test_puzzles, build.identifiers).answer_concentration() == (0.0, 0.0)  # no answers yet
 
 

@@ -22,6 +22,8 @@ def test_loss_watch_needs_twice_the_lowest_and_half_a_nat():
     assert warning.startswith("warning: the training loss 0.520 at step 9 is 52.0x its lowest (0.010 at step 3)")
     assert DIVERGING in warning and "--resume optim.lr=<lower>" in warning
     assert watch.check(5.0, 10) == ""  # once per run
+    zero = LossWatch()  # a loss of exactly 0 (fp rounding) still gives a readable line
+    assert zero.check(0.0, 1) == "" and "0.600 at step 2 is above its lowest (0.000 at step 1)" in zero.check(0.6, 2)
     high = LossWatch()
     assert high.check(1.0, 1) == "" and high.check(1.9, 2) == "" and DIVERGING in high.check(2.0, 3)
 

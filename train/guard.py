@@ -85,6 +85,7 @@ class LossWatch:
         if self.warned or loss < max(2 * self.lowest, self.lowest + 0.5):
             return ""
         self.warned = True
-        return (f"warning: the training loss {loss:.3f} at step {step} is {loss / self.lowest:.1f}x its lowest "
+        times = f"{loss / self.lowest:.1f}x" if self.lowest > 0 else "above"
+        return (f"warning: the training loss {loss:.3f} at step {step} is {times} its lowest "
                 f"({self.lowest:.3f} at step {self.lowest_step}): the run may be diverging; to go on from a "
                 f"checkpoint with a lower lr: --resume optim.lr=<lower>")

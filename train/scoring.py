@@ -80,9 +80,9 @@ def collapse_warning(metrics: dict, run_dir: Path | str = "RUN") -> str:
     same, truth = metrics.get("same_answer_share", 0.0), metrics.get("same_truth_share", 0.0)
     if same < 0.5 or same < 2 * truth:
         return ""
-    return (f"warning: {same:.0%} of the held-out test inputs got the same answer grid (their true outputs: "
-            f"{truth:.0%} alike); the model may have collapsed to one answer (see its predictions: "
-            f"python -m train.visualize {run_dir})")
+    truths = f"their true outputs: {truth:.0%} alike" if truth else "their true outputs are not given"
+    return (f"warning: {same:.0%} of the held-out test inputs got the same answer grid ({truths}); the model "
+            f"may have collapsed to one answer (see its predictions: python -m train.visualize {run_dir})")
 
 
 def arc_copy_baseline(data_dir: Path) -> float | None:
