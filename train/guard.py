@@ -68,24 +68,30 @@ def stays_finite(bounds: list[Bound]) -> torch.Tensor:
 
 
 class LossWatch:
-    """Finite divergence, which the guard lets through: warns once when the logged training loss has
-    climbed to at least twice its lowest logged value and at least 0.5 nats above it. Both, because a
-    loss near 0 (a solved Sudoku set) triples on noise alone, and 0.5 nats is a fifth of an untrained
-    10-way guess. From the start of this process (a resumed run starts afresh)."""
+    """Finite divergence, which the guard lets through: warns once when `RISE` logged training losses in
+    a row are each at least twice the lowest logged loss and at least 0.5 nats above it. In a row,
+    because a single high line is common in runs that recover (maze runs spike for one log interval
+    and go on to solve 0.9 of their mazes); both bounds, because a loss near 0 (a solved Sudoku set)
+    triples on noise alone, and 0.5 nats is a fifth of an untrained 10-way guess. Non-finite lines
+    (skipped steps, the guard's business) neither count nor break the row. From the start of this
+    process (a resumed run starts afresh)."""
+
+    RISE = 3
 
     def __init__(self) -> None:
-        self.lowest, self.lowest_step, self.warned = math.inf, 0, False
+        self.lowest, self.lowest_step, self.high, self.warned = math.inf, 0, 0, False
 
     def check(self, loss: float, step: int) -> str:
         """Record the loss logged at `step`; the warning, the first time it is due, else ""."""
-        if not math.isfinite(loss):
+        if not math.isfinite(loss) or self.warned:
             return ""
         if loss < self.lowest:
             self.lowest, self.lowest_step = loss, step
-        if self.warned or loss < max(2 * self.lowest, self.lowest + 0.5):
+        self.high = self.high + 1 if loss >= max(2 * self.lowest, self.lowest + 0.5) else 0
+        if self.high < self.RISE:
             return ""
         self.warned = True
         times = f"{loss / self.lowest:.1f}x" if self.lowest > 0 else "above"
         return (f"warning: the training loss {loss:.3f} at step {step} is {times} its lowest "
-                f"({self.lowest:.3f} at step {self.lowest_step}): the run may be diverging; to go on from a "
-                f"checkpoint with a lower lr: --resume optim.lr=<lower>")
+                f"({self.lowest:.3f} at step {self.lowest_step}), {self.RISE} log lines in a row: the run may "
+                f"be diverging; to go on from a checkpoint with a lower lr: --resume optim.lr=<lower>")
