@@ -41,3 +41,14 @@ def test_trainer_warns_once_when_a_huge_lr_sends_the_loss_up(tmp_path, sudoku_da
     assert run_cli(trainer(), base(sudoku_data, tmp_path / "wild", "optim.max_steps=8", "optim.lr=3")) == 0
     out = capsys.readouterr().out
     assert out.count(DIVERGING) == 1, out
+
+
+def test_a_resumed_run_keeps_the_lowest_loss(tmp_path, sudoku_data, capsys):  # noqa: F811
+    run = tmp_path / "run"
+    # lr 3: losses ~1.9, 3.5, 6.1 in the first three steps, under three high lines: no warning yet
+    assert run_cli(trainer(), base(sudoku_data, run, "optim.max_steps=3", "optim.lr=3")) == 0
+    assert DIVERGING not in capsys.readouterr().out
+    # resumed, the watch still knows step 1's loss; started afresh, its lowest would be step 4's
+    assert run_cli(trainer(), base(sudoku_data, run, "optim.max_steps=8", "optim.lr=3", "--resume")) == 0
+    out = capsys.readouterr().out
+    assert out.count(DIVERGING) == 1 and "its lowest (1.9" in out and " at step 1)" in out, out

@@ -73,13 +73,19 @@ class LossWatch:
     because a single high line is common in runs that recover (maze runs spike for one log interval
     and go on to solve 0.9 of their mazes); both bounds, because a loss near 0 (a solved Sudoku set)
     triples on noise alone, and 0.5 nats is a fifth of an untrained 10-way guess. Non-finite lines
-    (skipped steps, the guard's business) neither count nor break the row. From the start of this
-    process (a resumed run starts afresh)."""
+    (skipped steps, the guard's business) neither count nor break the row. Checkpoints keep the lowest
+    loss (`state_dict`); a resumed run, often resumed with a lower lr after this warning, is re-armed."""
 
     RISE = 3
 
     def __init__(self) -> None:
         self.lowest, self.lowest_step, self.high, self.warned = math.inf, 0, 0, False
+
+    def state_dict(self) -> dict:
+        return {"lowest": self.lowest, "lowest_step": self.lowest_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lowest, self.lowest_step = float(state["lowest"]), int(state["lowest_step"])
 
     def check(self, loss: float, step: int) -> str:
         """Record the loss logged at `step`; the warning, the first time it is due, else ""."""

@@ -114,7 +114,7 @@ class RunState:
     eval_seconds: float = 0.0  # of the last evaluation
     last_eval: dict = field(default_factory=dict)
     train_rows: SplitRows | None = None  # eval.train_examples rows of the train split, scored at every evaluation
-    loss_watch: LossWatch = field(default_factory=LossWatch)  # warns once if the logged loss climbs far
+    loss_watch: LossWatch = field(default_factory=LossWatch)  # warns once if the logged loss stays far up
 
     @property
     def ckpt_path(self) -> Path:
@@ -130,7 +130,7 @@ class RunState:
                 "optim": self.trainer.state_dict(), "loader": self.loader.state_dict(), "rng": capture_rng_state(),
                 "carry": carry_state(self.carry), "step": self.step, "bad_steps": self.bad_total,
                 "elapsed": self.elapsed, "eval": self.last_eval, "last_good_step": self.last_good,
-                "data": self.data, **self.record})
+                "loss_watch": self.loss_watch.state_dict(), "data": self.data, **self.record})
 
     def evaluate(self) -> dict:
         """Held-out metrics of the EMA weights (the raw ones without EMA); writes eval/test on rank 0."""
@@ -210,6 +210,8 @@ def open_run(cfg: TrainConfig, system: System, run_dir: Path, resume: bool, lock
         state.step, state.bad_total = payload["step"], payload.get("bad_steps", 0)
         state.elapsed, state.last_eval = payload.get("elapsed", 0.0), payload.get("eval", {})
         state.last_good = payload.get("last_good_step", state.step)
+        if "loss_watch" in payload:  # older checkpoints lack it: the watch starts afresh
+            state.loss_watch.load_state_dict(payload["loss_watch"])
         if system.is_main:
             print(f"resuming {run_dir} at step {state.step}/{total_steps}"
                   + (f" with changed {'; '.join(changes)}" if changes else ""), flush=True)
