@@ -26,7 +26,8 @@ def test_loss_watch_needs_three_lines_at_twice_the_lowest_and_half_a_nat_above()
     assert warning.startswith("warning: the training loss 0.700 at step 16 is 70.0x its lowest (0.010 at step 3), "
                               "3 log lines in a row")
     assert DIVERGING in warning and "--resume optim.lr=<lower>" in warning
-    assert watch.check(5.0, 17) == ""  # once per run
+    assert watch.check(5.0, 17) == "" and watch.check(0.005, 18) == ""  # once per run
+    assert watch.state_dict() == {"lowest": 0.005, "lowest_step": 18}  # still followed after the warning
     high = LossWatch()  # at loss ~1 the factor 2 is the binding bound
     assert feed(high, [1.0, 1.9, 2.0, 2.0]) == [""] * 4 and DIVERGING in high.check(2.1, 5)
     zero = LossWatch()  # a loss of exactly 0 still gives a readable line

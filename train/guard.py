@@ -89,10 +89,12 @@ class LossWatch:
 
     def check(self, loss: float, step: int) -> str:
         """Record the loss logged at `step`; the warning, the first time it is due, else ""."""
-        if not math.isfinite(loss) or self.warned:
+        if not math.isfinite(loss):
             return ""
-        if loss < self.lowest:
+        if loss < self.lowest:  # kept up after the warning too: checkpoints carry it
             self.lowest, self.lowest_step = loss, step
+        if self.warned:
+            return ""
         self.high = self.high + 1 if loss >= max(2 * self.lowest, self.lowest + 0.5) else 0
         if self.high < self.RISE:
             return ""
