@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "OpenMP barrier stalls that can cost 10x; say so when you quote figures")
     p.add_argument("--sync-free", action="store_true", help="the trainer's sync-free step (system.sync_free)")
     p.add_argument("--malloc", choices=MALLOC_MODES, default="auto",
-                   help="malloc settings as the trainer's system.malloc (train/allocator.py); default: glibc's own")
+                   help="as the trainer's system.malloc: auto (its default) or default (glibc's own)")
     p.add_argument("--ref-dir", default="", metavar="DIR",
                    help="a TinyRecursiveModels checkout (needs pydantic): its own training step is timed beside "
                         "ours from the same weights, batches, dtype, optimiser and compilation; adds the columns "

@@ -360,7 +360,6 @@ def test_compiled_supervision_step_matches_eager():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-
 def test_token_mixer_layouts_agree():
     """float32 mixes positions position-major (W @ (T, B*C)), other dtypes channel-major as the
     reference ((B*C, T) rows @ W^T; on 2-D rows without autograd): the same map, so values and

@@ -216,7 +216,7 @@ class SystemConfig:
             if getattr(self, name) < low:
                 raise ValueError(f"system.{name} must be >= {low}, got {getattr(self, name)}")
         if self.malloc not in MALLOC_MODES:
-            raise ValueError(f"system.malloc must be auto or default, got {self.malloc!r}")
+            raise ValueError(f"system.malloc must be {' or '.join(MALLOC_MODES)}, got {self.malloc!r}")
 
 
 @dataclass

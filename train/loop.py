@@ -181,10 +181,11 @@ def log_training(s: RunState, window: MetricWindow, lr: float, bar: tqdm) -> Non
     stats = {f"train/{k}": v for k, v in window.take(s.cfg.optim.global_batch_size).items()} | {
         "train/lr": lr, "train/skipped_steps": s.bad_total, "time/train_seconds": s.elapsed}
     s.logger.log(s.step, stats)
-    warning = s.loss_watch.check(stats.get("train/lm_loss", math.nan), s.step)
+    loss = stats.get("train/lm_loss", math.nan)
+    warning = s.loss_watch.check(loss, s.step)
     if warning and s.system.is_main:
         bar.write(warning)
-    bar.set_postfix(loss=f"{stats.get('train/lm_loss', float('nan')):.3f}",
+    bar.set_postfix(loss=f"{loss:.3f}",
                     acc=f"{stats.get('train/accuracy', float('nan')):.3f}",
                     exact=f"{stats.get('train/exact_accuracy', float('nan')):.3f}", refresh=False)
 
@@ -202,7 +203,6 @@ def arc_line(final: dict, data_dir: Path, run_dir: Path) -> str:
             f"an untrained model of this shape: python -m bench.arc_baselines {data_dir} --checkpoint {run_dir}")
     warning = collapse_warning(final, run_dir)
     return line + (f"\n{warning}" if warning else "")
-
 
 
 def finish(s: RunState) -> dict:
